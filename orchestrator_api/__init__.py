@@ -1,0 +1,1 @@
+"""The HTTP and WebSocket API. Persists through shared/services and enqueues jobs by name."""

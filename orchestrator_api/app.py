@@ -1,0 +1,99 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import redis
+from flask import Flask, Response, request
+from flask_smorest import Api
+
+from orchestrator_api import database, errors
+from orchestrator_api.jobs import make_job_sender
+from orchestrator_api.schemas.common import ErrorSchema
+from shared import __version__
+from shared.config import Settings, load_settings_or_exit
+from shared.db import Database
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 1024 * 1024
+BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+class OrchestratorApi(Api):
+    ERROR_SCHEMA = ErrorSchema
+
+    def handle_http_exception(self, error):
+        return errors.handle_http_exception(error)
+
+
+@dataclass
+class Extensions:
+    settings: Settings
+    database: Database
+    redis: redis.Redis
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings_or_exit()
+    logging.basicConfig(level=settings.log_level)
+    if not settings.api_secret_key:
+        log.warning("API_SECRET_KEY is not set: using the public development key")
+
+    app = Flask("orchestrator_api")
+    app.config.update(
+        API_TITLE="Orchestrator API",
+        API_VERSION=__version__,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+    )
+    app.json.sort_keys = False
+    app.extensions["orchestrator"] = Extensions(
+        settings=settings,
+        database=Database(settings, job_sender=make_job_sender(settings)),
+        redis=redis.Redis.from_url(
+            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+        ),
+    )
+
+    api = OrchestratorApi(app)
+    errors.register(app)
+    database.register(app)
+    app.before_request(_check_body)
+    app.after_request(_add_request_id)
+
+    from orchestrator_api.resources import agents, health, sessions, tasks
+
+    app.register_blueprint(health.blp)
+    for blueprint in (sessions.blp, agents.blp, tasks.blp):
+        api.register_blueprint(blueprint)
+    return app
+
+
+def _check_body() -> Response | None:
+    """Malformed JSON and a wrong content type are refused before any view runs."""
+    errors.request_id()
+    if request.method not in BODY_METHODS:
+        return None
+    length = request.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        return errors.error_response(413, "PAYLOAD_TOO_LARGE", errors.MESSAGES[413])
+    if not length and "chunked" not in request.headers.get("Transfer-Encoding", ""):
+        return None
+    if not request.is_json:
+        return errors.error_response(
+            400, "VALIDATION_ERROR", "The body must be JSON (Content-Type: application/json)"
+        )
+    if request.get_json(silent=True) is None:
+        return errors.error_response(400, "VALIDATION_ERROR", "The body is not valid JSON")
+    return None
+
+
+def _add_request_id(response: Response) -> Response:
+    response.headers["X-Request-ID"] = errors.request_id()
+    return response

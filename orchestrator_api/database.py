@@ -1,0 +1,52 @@
+"""One database session per request, committed once after the view succeeds."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, current_app, g
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
+
+from orchestrator_api.errors import error_response, handle_database_error
+
+log = logging.getLogger(__name__)
+
+
+def db() -> Session:
+    if "db" not in g:
+        g.db = current_app.extensions["orchestrator"].database.session()
+    return g.db
+
+
+def _commit_or_roll_back(response: Response) -> Response:
+    session: Session | None = g.pop("db", None)
+    if session is None:
+        return response
+    try:
+        if response.status_code < 400:
+            session.commit()
+        else:
+            session.rollback()
+    except IntegrityError:
+        session.rollback()
+        log.warning("commit refused by a constraint", exc_info=True)
+        response = error_response(409, "CONFLICT", "The change conflicts with existing data")
+    except DBAPIError as exc:
+        session.rollback()
+        response = handle_database_error(exc)
+    finally:
+        session.close()
+    return response
+
+
+def _close(_exc: BaseException | None) -> None:
+    session: Session | None = g.pop("db", None)
+    if session is not None:
+        session.rollback()
+        session.close()
+
+
+def register(app: Flask) -> None:
+    app.after_request(_commit_or_roll_back)
+    app.teardown_request(_close)

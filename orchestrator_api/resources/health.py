@@ -1,0 +1,50 @@
+"""Liveness and readiness (CONTRACT section 10)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+from sqlalchemy import text
+
+from orchestrator_api.errors import request_id
+from shared import __version__
+
+blp = Blueprint("health", __name__)
+
+
+@blp.get("/health")
+def health():
+    return jsonify({"status": "ok", "version": __version__, "checks": {"process": "ok"}})
+
+
+@blp.get("/ready")
+def ready():
+    ext = current_app.extensions["orchestrator"]
+    checks = {}
+    try:
+        with ext.database.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        current_app.logger.warning("readiness: database failed: %s", exc.__class__.__name__)
+        checks["database"] = "unavailable"
+    try:
+        ext.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        current_app.logger.warning("readiness: redis failed: %s", exc.__class__.__name__)
+        checks["redis"] = "unavailable"
+    failed = [name for name, state in checks.items() if state != "ok"]
+    if not failed:
+        return jsonify({"status": "ok", "version": __version__, "checks": checks})
+    body = {
+        "status": "unavailable",
+        "checks": checks,
+        "error": {
+            "code": "SERVICE_UNAVAILABLE",
+            "message": f"Not ready: {', '.join(failed)} unavailable",
+            "request_id": request_id(),
+        },
+    }
+    response = jsonify(body)
+    response.status_code = 503
+    return response

@@ -1,0 +1,72 @@
+"""Sessions (CONTRACT section 2)."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from orchestrator_api.database import db
+from orchestrator_api.resources.common import parse_id
+from orchestrator_api.schemas.common import page_body
+from orchestrator_api.schemas.sessions import (
+    SessionCreateSchema,
+    SessionListQuerySchema,
+    SessionPageSchema,
+    SessionSchema,
+)
+from shared.services import sessions as service
+
+blp = Blueprint("sessions", __name__, url_prefix="/api/v1/sessions", description="Sessions")
+
+FIELDS = (
+    "id title status type priority initial_prompt error created_at updated_at "
+    "started_at completed_at"
+).split()
+
+
+def session_views(sessions) -> list[dict]:
+    progress = service.progress_of(db(), session_ids=[s.id for s in sessions])
+    return [{**{f: getattr(s, f) for f in FIELDS}, "progress": progress[s.id]} for s in sessions]
+
+
+@blp.route("")
+class Sessions(MethodView):
+    @blp.arguments(SessionListQuerySchema, location="query")
+    @blp.response(200, SessionPageSchema)
+    def get(self, query):
+        """List sessions, newest first."""
+        page = service.list_sessions(db(), **query)
+        return page_body(page, session_views(page.items))
+
+    @blp.arguments(SessionCreateSchema)
+    @blp.response(201, SessionSchema)
+    def post(self, body):
+        """Create a session."""
+        work_session = service.create(db(), **body)
+        db().flush()
+        return session_views([work_session])[0]
+
+
+@blp.route("/<session_id>")
+class SessionById(MethodView):
+    @blp.response(200, SessionSchema)
+    def get(self, session_id):
+        """Get one session with its progress."""
+        work_session = service.get_or_raise(db(), session_id=parse_id(session_id))
+        return session_views([work_session])[0]
+
+
+def _action_view(action: str):
+    @blp.response(200, SessionSchema)
+    def view(session_id):
+        work_session = service.apply_action(db(), session_id=parse_id(session_id), action=action)
+        db().flush()
+        return session_views([work_session])[0]
+
+    view.__name__ = f"{action}_session"
+    view.__doc__ = f"{action.capitalize()} a session."
+    return view
+
+
+for _action in ("start", "pause", "resume", "cancel", "complete"):
+    blp.route(f"/<session_id>/{_action}", methods=["POST"])(_action_view(_action))

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+
+class UpperEnum(fields.String):
+    """An enum value, accepted in any case, always written upper case."""
+
+    def __init__(self, enum_class: type[enum.Enum], **kwargs) -> None:
+        self.enum_class = enum_class
+        values = [m.value for m in enum_class]
+        kwargs.setdefault("metadata", {})["enum"] = values
+        super().__init__(validate=validate.OneOf(values), **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        return text.strip().upper()
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None:
+            return None
+        return value.value if isinstance(value, enum.Enum) else str(value)
+
+
+class UTCDateTime(fields.DateTime):
+    def _serialize(self, value: datetime | None, attr, obj, **kwargs):
+        if value is None:
+            return None
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class StrictInteger(fields.Integer):
+    """An integer that refuses booleans and floats such as 1.5 or true."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            raise ValidationError("Not a valid integer.")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class PageQuerySchema(Schema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
+    page_size = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+
+
+class PageSchema(Schema):
+    total = fields.Integer(required=True)
+    page = fields.Integer(required=True)
+    page_size = fields.Integer(required=True)
+    has_more = fields.Boolean(required=True)
+
+
+def page_body(page, items: list) -> dict:
+    return {
+        "items": items,
+        "total": page.total,
+        "page": page.page,
+        "page_size": page.page_size,
+        "has_more": page.has_more,
+    }
+
+
+class ErrorDetailSchema(Schema):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+    request_id = fields.String(required=True)
+    details = fields.Dict()
+
+
+class ErrorSchema(Schema):
+    error = fields.Nested(ErrorDetailSchema, required=True)

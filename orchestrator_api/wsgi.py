@@ -1,0 +1,3 @@
+from orchestrator_api.app import create_app
+
+app = create_app()

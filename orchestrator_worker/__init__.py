@@ -1,0 +1,1 @@
+"""Celery worker and beat: decomposition, assignment, expiry and the sweeps."""

@@ -1,0 +1,43 @@
+"""The Celery app and the beat schedule. Entry point: `celery -A orchestrator_worker.celery_app`."""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from orchestrator_worker import runtime
+from shared import jobs
+from shared.config import load_settings_or_exit
+
+settings = load_settings_or_exit()
+
+app = Celery("orchestrator", broker=settings.redis_url, include=["orchestrator_worker.jobs"])
+app.conf.update(
+    task_acks_late=True,
+    # acks_late alone does not redeliver a job whose worker process was SIGKILLed.
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_serializer="json",
+    accept_content=["json"],
+    result_serializer="json",
+    task_ignore_result=True,
+    task_time_limit=120,
+    task_soft_time_limit=100,
+    # Jobs are short; an unacknowledged one comes back after this long.
+    broker_transport_options={"visibility_timeout": 300},
+    broker_connection_retry_on_startup=True,
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+    worker_hijack_root_logger=False,
+    timezone="UTC",
+    beat_schedule={
+        "assign-ready-tasks": {"task": jobs.ASSIGN_READY_TASKS, "schedule": 5.0},
+        "reconcile": {"task": jobs.RECONCILE, "schedule": 15.0},
+    },
+)
+
+
+@worker_process_init.connect
+def _fresh_engine_per_child(**_kwargs) -> None:
+    # A prefork child must not reuse connections opened by its parent.
+    runtime.reset()

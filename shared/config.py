@@ -1,0 +1,159 @@
+"""One settings object built from the environment (CONTRACT section 11)."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+DEVELOPMENT_SECRET_KEY = "orchestrator-development-key-not-secret-0123456789"
+RATE_LIMIT_PATTERN = re.compile(
+    r"^\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|month|year)s?\s*$", re.IGNORECASE
+)
+LOG_LEVELS = {"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"}
+
+
+class ConfigError(ValueError):
+    """A variable of the environment has a value the process cannot run with."""
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"must be an integer, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _log_level(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(sorted(LOG_LEVELS))}, got {raw!r}")
+    return value
+
+
+def _rate_limit(raw: str) -> str:
+    if not RATE_LIMIT_PATTERN.match(raw):
+        raise ValueError(f"must look like '60/minute', got {raw!r}")
+    return raw.strip()
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        if value.split("://", 1)[0].split("+", 1)[0] not in schemes or "://" not in value:
+            raise ValueError(f"must be a {'/'.join(schemes)}:// URL")
+        return value
+
+    return parse
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "postgresql://localhost/orchestrator"
+    redis_url: str = "redis://localhost:6379/0"
+    api_secret_key: str | None = None
+    log_level: str = "INFO"
+    orchestrator_env: str = "development"
+    rate_limit: str = "60/minute"
+    ws_max_connections_per_client: int = 5
+    heartbeat_timeout_seconds: int = 30
+    task_max_attempts: int = 3
+    task_timeout_seconds: int = 3600
+    task_start_timeout_seconds: int = 120
+    system_event_interval_seconds: int = 5
+    event_retention: int = 10000
+    port: int = 8000
+    flower_port: int = 5555
+
+    @property
+    def is_production(self) -> bool:
+        return self.orchestrator_env == "production"
+
+    @property
+    def secret_key(self) -> str:
+        return self.api_secret_key or DEVELOPMENT_SECRET_KEY
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        url = self.database_url
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://") :]
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg2://" + url[len("postgresql://") :]
+        return url
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every variable; raise ConfigError naming the first bad one."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            name = field.name.upper()
+            raw = environ.get(name)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[field.name] = PARSERS[field.name](raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name} {exc}") from None
+        settings = cls(**values)
+        if settings.is_production and len(settings.api_secret_key or "") < 32:
+            raise ConfigError(
+                "API_SECRET_KEY must be set to at least 32 characters when "
+                "ORCHESTRATOR_ENV=production"
+            )
+        return settings
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return Settings(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
+
+
+PARSERS: dict[str, Callable[[str], Any]] = {
+    "database_url": _url("postgresql", "postgres"),
+    "redis_url": _url("redis", "rediss", "unix"),
+    "api_secret_key": _text,
+    "log_level": _log_level,
+    "orchestrator_env": _one_of("development", "production"),
+    "rate_limit": _rate_limit,
+    "ws_max_connections_per_client": _int_between(1, 10_000),
+    "heartbeat_timeout_seconds": _int_between(1, 86_400),
+    "task_max_attempts": _int_between(1, 100),
+    "task_timeout_seconds": _int_between(1, 86_400),
+    "task_start_timeout_seconds": _int_between(1, 86_400),
+    "system_event_interval_seconds": _int_between(1, 3_600),
+    "event_retention": _int_between(100, 10_000_000),
+    "port": _int_between(1, 65_535),
+    "flower_port": _int_between(1, 65_535),
+}
+
+
+def load_settings_or_exit(environ: Mapping[str, str] | None = None) -> Settings:
+    """For process entry points: a bad variable stops the process with one line."""
+    try:
+        return Settings.from_env(environ)
+    except ConfigError as exc:
+        print(f"orchestrator: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

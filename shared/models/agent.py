@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, DateTime, Index, Integer, String, func
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import Base
+from shared.enums import AgentStatus, AgentType
+from shared.models.types import TimestampMixin, enum_column, new_id, utcnow
+
+
+class Agent(TimestampMixin, Base):
+    """A registered coding agent. How many tasks it holds is never stored: it is counted
+    from the tasks table, so it cannot drift."""
+
+    __tablename__ = "agents"
+    __table_args__ = (
+        CheckConstraint("max_concurrent_tasks BETWEEN 1 AND 100", name="max_concurrent_tasks"),
+        CheckConstraint("current_load BETWEEN 0 AND 100", name="current_load"),
+        Index("ix_agents_capabilities", "capabilities", postgresql_using="gin"),
+        Index("ix_agents_status_created_at", "status", "created_at"),
+        Index("ix_agents_created_at", "created_at"),
+        # The expiry sweep reads only agents past the timeout, through this index.
+        Index(
+            "ix_agents_online_last_heartbeat_at",
+            "last_heartbeat_at",
+            postgresql_where="status <> 'OFFLINE'",
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    type: Mapped[AgentType] = mapped_column(enum_column(AgentType, "agent_type"))
+    capabilities: Mapped[list[str]] = mapped_column(ARRAY(String(40)))
+    max_concurrent_tasks: Mapped[int] = mapped_column(Integer, default=5)
+    current_load: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[AgentStatus] = mapped_column(
+        enum_column(AgentStatus, "agent_status"), default=AgentStatus.IDLE
+    )
+    last_heartbeat_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now()
+    )

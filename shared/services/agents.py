@@ -1,0 +1,245 @@
+"""Agents: registry, heartbeats and their derived status (CONTRACT section 3).
+
+How many tasks an agent holds is always counted from the tasks table (no counter that
+can drift); `status` is re-derived from that count whenever it can change.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from sqlalchemy import and_, func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared import events, jobs
+from shared.enums import HELD_TASK_STATUSES, AgentStatus, AgentType, Capability
+from shared.errors import AgentNameTaken, AgentNotFound
+from shared.models import Agent, Task
+from shared.models.types import utcnow
+from shared.services.common import Page, paginate
+from shared.states import move_agent
+from shared.unit_of_work import request_job
+
+
+def derive_status(*, online: bool, held: int, max_tasks: int, load: int) -> AgentStatus:
+    if not online:
+        return AgentStatus.OFFLINE
+    if held >= max_tasks or load >= 100:
+        return AgentStatus.BUSY
+    return AgentStatus.ACTIVE if held else AgentStatus.IDLE
+
+
+def register(
+    db: Session,
+    *,
+    name: str,
+    type: AgentType,
+    capabilities: list[Capability],
+    max_concurrent_tasks: int = 5,
+) -> Agent:
+    agent = Agent(
+        id=uuid.uuid4(),
+        name=name,
+        type=type,
+        capabilities=[Capability(c).value for c in capabilities],
+        max_concurrent_tasks=max_concurrent_tasks,
+        current_load=0,
+        status=AgentStatus.IDLE,
+        last_heartbeat_at=utcnow(),
+    )
+    try:
+        with db.begin_nested():
+            db.add(agent)
+    except IntegrityError:
+        raise AgentNameTaken(f"An agent named {name!r} is already registered") from None
+    events.record(
+        db, events.AGENT_REGISTERED, agent_id=agent.id, status=agent.status, current_load=0
+    )
+    request_job(db, jobs.ASSIGN_READY_TASKS)
+    return agent
+
+
+def get(db: Session, *, agent_id: uuid.UUID, lock: bool = False) -> Agent | None:
+    query = select(Agent).where(Agent.id == agent_id)
+    if lock:
+        query = query.with_for_update()
+    return db.scalar(query)
+
+
+def get_or_raise(db: Session, *, agent_id: uuid.UUID, lock: bool = False) -> Agent:
+    agent = get(db, agent_id=agent_id, lock=lock)
+    if agent is None:
+        raise AgentNotFound(f"Agent with ID {agent_id} not found")
+    return agent
+
+
+def held_counts(db: Session, *, agent_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """Tasks held (ASSIGNED or IN_PROGRESS) per agent, in one query."""
+    ids = list(agent_ids)
+    counts = dict.fromkeys(ids, 0)
+    if ids:
+        rows = db.execute(
+            select(Task.assigned_agent_id, func.count())
+            .where(Task.assigned_agent_id.in_(ids), Task.status.in_(HELD_TASK_STATUSES))
+            .group_by(Task.assigned_agent_id)
+        )
+        counts.update(dict(rows.tuples().all()))
+    return counts
+
+
+_held = (
+    select(func.count())
+    .where(Task.assigned_agent_id == Agent.id, Task.status.in_(HELD_TASK_STATUSES))
+    .correlate(Agent)
+    .scalar_subquery()
+)
+
+
+def list_agents(
+    db: Session,
+    *,
+    capability: Capability | None = None,
+    available_only: bool = False,
+    status: AgentStatus | None = None,
+    type: AgentType | None = None,
+    page: int = 1,
+    page_size: int = 20,
+) -> Page[Agent]:
+    query = select(Agent).order_by(Agent.created_at.desc(), Agent.id.desc())
+    if capability is not None:
+        query = query.where(Agent.capabilities.contains([Capability(capability).value]))
+    if status is not None:
+        query = query.where(Agent.status == status)
+    if type is not None:
+        query = query.where(Agent.type == type)
+    if available_only:
+        query = query.where(
+            and_(
+                Agent.status != AgentStatus.OFFLINE,
+                Agent.current_load < 100,
+                _held < Agent.max_concurrent_tasks,
+            )
+        )
+    return paginate(db, query, page=page, page_size=page_size)
+
+
+def held_tasks(db: Session, *, agent_id: uuid.UUID) -> list[Task]:
+    get_or_raise(db, agent_id=agent_id)
+    return list(
+        db.scalars(
+            select(Task)
+            .where(Task.assigned_agent_id == agent_id, Task.status.in_(HELD_TASK_STATUSES))
+            .order_by(Task.assigned_at, Task.id)
+        )
+    )
+
+
+# One round trip: lock the row, count its held tasks, update load, time and status.
+_HEARTBEAT_SQL = text(
+    """
+    WITH previous AS (
+        SELECT id, status FROM agents WHERE id = :agent_id FOR UPDATE
+    ), held AS (
+        SELECT count(*) AS n FROM tasks
+        WHERE assigned_agent_id = :agent_id AND status IN ('ASSIGNED', 'IN_PROGRESS')
+    )
+    UPDATE agents AS a SET
+        current_load = :load,
+        last_heartbeat_at = now(),
+        updated_at = now(),
+        status = CASE
+            WHEN held.n >= a.max_concurrent_tasks OR :load >= 100 THEN 'BUSY'
+            WHEN held.n > 0 THEN 'ACTIVE'
+            ELSE 'IDLE'
+        END
+    FROM previous, held
+    WHERE a.id = previous.id
+    RETURNING previous.status AS previous_status, held.n AS held
+    """
+)
+
+
+def heartbeat(db: Session, *, agent_id: uuid.UUID, current_load: int) -> tuple[Agent, int]:
+    """Returns the agent and how many tasks it holds."""
+    row = db.execute(_HEARTBEAT_SQL, {"agent_id": agent_id, "load": current_load}).first()
+    if row is None:
+        raise AgentNotFound(f"Agent with ID {agent_id} not found")
+    agent = db.get(Agent, agent_id, populate_existing=True)
+    events.record(
+        db,
+        events.AGENT_HEARTBEAT,
+        agent_id=agent_id,
+        status=agent.status,
+        current_load=current_load,
+    )
+    if row.previous_status != agent.status:
+        events.record(
+            db,
+            events.AGENT_STATUS_CHANGED,
+            agent_id=agent_id,
+            status=agent.status,
+            previous_status=row.previous_status,
+            current_load=current_load,
+        )
+        if agent.status != AgentStatus.BUSY:
+            request_job(db, jobs.ASSIGN_READY_TASKS)
+    return agent, row.held
+
+
+def refresh_statuses(db: Session, *, agent_ids: Iterable[uuid.UUID]) -> None:
+    """Re-derive the status of agents whose held tasks changed. Locks them (callers lock
+    tasks before agents, everywhere, so this cannot deadlock with assignment)."""
+    ids = sorted(set(agent_ids))
+    if not ids:
+        return
+    agents = db.scalars(
+        select(Agent).where(Agent.id.in_(ids)).order_by(Agent.id).with_for_update()
+    ).all()
+    counts = held_counts(db, agent_ids=ids)
+    freed = False
+    for agent in agents:
+        target = derive_status(
+            online=agent.status != AgentStatus.OFFLINE,
+            held=counts[agent.id],
+            max_tasks=agent.max_concurrent_tasks,
+            load=agent.current_load,
+        )
+        previous = move_agent(agent, target)
+        if previous != target:
+            events.record(
+                db,
+                events.AGENT_STATUS_CHANGED,
+                agent_id=agent.id,
+                status=target,
+                previous_status=previous,
+                current_load=agent.current_load,
+            )
+        freed = freed or target in (AgentStatus.IDLE, AgentStatus.ACTIVE)
+    if freed:
+        request_job(db, jobs.ASSIGN_READY_TASKS)
+
+
+def deregister(db: Session, *, agent_id: uuid.UUID) -> None:
+    """Its held tasks go back to PENDING (an attempt counted), then the agent is removed."""
+    from shared.services import tasks
+
+    held = db.scalars(
+        select(Task.id)
+        .where(Task.assigned_agent_id == agent_id, Task.status.in_(HELD_TASK_STATUSES))
+        .order_by(Task.id)
+        .with_for_update()
+    ).all()
+    agent = get_or_raise(db, agent_id=agent_id, lock=True)
+    for task_id in held:
+        tasks.release(db, task_id=task_id, reason=f"agent {agent.name} deregistered")
+    db.delete(agent)
+    events.record(
+        db,
+        events.AGENT_DEREGISTERED,
+        agent_id=agent_id,
+        status=AgentStatus.OFFLINE,
+        current_load=agent.current_load,
+    )
+    request_job(db, jobs.ASSIGN_READY_TASKS)

@@ -1,0 +1,238 @@
+"""Assignment of ready tasks to agents (CONTRACT section 5).
+
+One algorithm for the HTTP `assign` call and the Celery job: lock a batch of ready tasks
+(session priority, then age) with SKIP LOCKED, lock the agents with room, count what they
+hold, and match greedily, the least loaded fitting agent first. The agent rows stay locked
+until the commit, so however many callers assign at once no agent exceeds its capacity,
+and the task rows stay locked, so no task is given twice.
+"""
+
+from __future__ import annotations
+
+import heapq
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import case, select, text
+from sqlalchemy.orm import Session
+
+from shared import events
+from shared.enums import PRIORITY_RANK, AgentStatus, SessionStatus, TaskStatus
+from shared.errors import AgentUnavailable, InvalidTransition
+from shared.models import Agent, Task, WorkSession
+from shared.models.types import utcnow
+from shared.services import agents as agent_service
+from shared.services import tasks as task_service
+from shared.services.common import settings_of
+
+DEFAULT_BATCH = 500
+
+_priority_rank = case(
+    {p.value: rank for p, rank in PRIORITY_RANK.items()}, value=WorkSession.priority
+)
+
+
+@dataclass
+class _Slot:
+    agent_id: uuid.UUID
+    capabilities: frozenset[str]
+    max_tasks: int
+    load: int
+    held: int
+    status: AgentStatus
+    version: int = 0
+
+    def has_room(self) -> bool:
+        return self.held < self.max_tasks and self.load < 100
+
+    def key(self) -> tuple:
+        return (self.held / self.max_tasks, self.load, self.agent_id)
+
+
+@dataclass
+class _Matcher:
+    """Least loaded fitting agent per set of required capabilities, kept in lazy heaps."""
+
+    slots: dict[uuid.UUID, _Slot]
+    heaps: dict[frozenset[str], list] = field(default_factory=dict)
+    members: dict[uuid.UUID, list[frozenset[str]]] = field(default_factory=dict)
+
+    def best(self, required: frozenset[str]) -> _Slot | None:
+        heap = self.heaps.get(required)
+        if heap is None:
+            heap = [
+                (*slot.key(), slot.version)
+                for slot in self.slots.values()
+                if slot.has_room() and required <= slot.capabilities
+            ]
+            heapq.heapify(heap)
+            self.heaps[required] = heap
+            for *_, agent_id, _version in heap:
+                self.members.setdefault(agent_id, []).append(required)
+        while heap:
+            *_, agent_id, version = heap[0]
+            slot = self.slots[agent_id]
+            if version == slot.version and slot.has_room():
+                return slot
+            heapq.heappop(heap)
+        return None
+
+    def take(self, slot: _Slot) -> None:
+        slot.held += 1
+        slot.version += 1
+        if slot.has_room():
+            for required in self.members.get(slot.agent_id, []):
+                heapq.heappush(self.heaps[required], (*slot.key(), slot.version))
+
+
+def _ready_tasks(db: Session, *, limit: int, task_ids: list[uuid.UUID] | None):
+    query = (
+        select(Task.id, Task.required_capabilities)
+        .join(WorkSession, WorkSession.id == Task.session_id)
+        .where(
+            Task.status == TaskStatus.PENDING,
+            Task.has_subtasks.is_(False),
+            Task.decomposition_template.is_(None),
+            WorkSession.status == SessionStatus.RUNNING,
+        )
+        .order_by(_priority_rank, Task.created_at, Task.id)
+        .limit(limit)
+    )
+    if task_ids is not None:
+        return db.execute(query.where(Task.id.in_(task_ids)).with_for_update(of=Task)).all()
+    return db.execute(query.with_for_update(of=Task, skip_locked=True)).all()
+
+
+def _lock_agents(db: Session, *, agent_id: uuid.UUID | None) -> dict[uuid.UUID, _Slot]:
+    query = select(
+        Agent.id, Agent.capabilities, Agent.max_concurrent_tasks, Agent.current_load, Agent.status
+    ).where(Agent.status.in_([AgentStatus.IDLE, AgentStatus.ACTIVE]), Agent.current_load < 100)
+    if agent_id is not None:
+        query = query.where(Agent.id == agent_id).with_for_update()
+    else:
+        query = query.order_by(Agent.id).with_for_update(skip_locked=True)
+    rows = db.execute(query).all()
+    held = agent_service.held_counts(db, agent_ids=[r.id for r in rows])
+    return {
+        r.id: _Slot(
+            r.id,
+            frozenset(r.capabilities),
+            r.max_concurrent_tasks,
+            r.current_load,
+            held[r.id],
+            AgentStatus(r.status),
+        )
+        for r in rows
+    }
+
+
+_APPLY_SQL = text(
+    """
+    UPDATE tasks SET status = 'ASSIGNED', assigned_agent_id = pairs.agent_id,
+        assigned_at = :now, deadline_at = :deadline, updated_at = :now
+    FROM (SELECT unnest(CAST(:task_ids AS uuid[])) AS task_id,
+                 unnest(CAST(:agent_ids AS uuid[])) AS agent_id) AS pairs
+    WHERE tasks.id = pairs.task_id AND tasks.status = 'PENDING'
+    RETURNING tasks.id, tasks.session_id, tasks.assigned_agent_id
+    """
+)
+
+
+def assign_ready(
+    db: Session,
+    *,
+    limit: int = DEFAULT_BATCH,
+    task_ids: list[uuid.UUID] | None = None,
+    agent_id: uuid.UUID | None = None,
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Assign up to `limit` ready tasks; returns (task_id, agent_id) pairs."""
+    ready = _ready_tasks(db, limit=limit, task_ids=task_ids)
+    if not ready:
+        return []
+    matcher = _Matcher(_lock_agents(db, agent_id=agent_id))
+    pairs: list[tuple[uuid.UUID, uuid.UUID]] = []
+    for task_id, required in ready:
+        slot = matcher.best(frozenset(required))
+        if slot is not None:
+            matcher.take(slot)
+            pairs.append((task_id, slot.agent_id))
+    if not pairs:
+        return []
+    now = utcnow()
+    deadline = now + timedelta(seconds=settings_of(db).task_start_timeout_seconds)
+    rows = db.execute(
+        _APPLY_SQL,
+        {
+            "task_ids": [str(t) for t, _ in pairs],
+            "agent_ids": [str(a) for _, a in pairs],
+            "now": now,
+            "deadline": deadline,
+        },
+    ).all()
+    db.expire_all()  # the UPDATE bypassed the identity map
+    recorded: list[tuple[str, dict]] = []
+    for task_id, session_id, holder in rows:
+        common = {"task_id": task_id, "session_id": session_id, "agent_id": holder}
+        recorded.append(
+            (
+                events.TASK_STATUS_CHANGED,
+                {**common, "status": TaskStatus.ASSIGNED, "previous_status": TaskStatus.PENDING},
+            )
+        )
+        recorded.append((events.TASK_ASSIGNED, {**common, "status": TaskStatus.ASSIGNED}))
+    _record_agent_changes(db, matcher, recorded)
+    events.record_many(db, recorded)
+    return [(r.id, r.assigned_agent_id) for r in rows]
+
+
+def _record_agent_changes(db: Session, matcher: _Matcher, recorded: list) -> None:
+    changed = []
+    for slot in matcher.slots.values():
+        target = agent_service.derive_status(
+            online=True, held=slot.held, max_tasks=slot.max_tasks, load=slot.load
+        )
+        if target != slot.status:
+            changed.append({"agent_id": slot.agent_id, "status": target.value})
+            recorded.append(
+                (
+                    events.AGENT_STATUS_CHANGED,
+                    {
+                        "agent_id": slot.agent_id,
+                        "status": target,
+                        "previous_status": slot.status,
+                        "current_load": slot.load,
+                    },
+                )
+            )
+    if changed:
+        db.execute(
+            text(
+                "UPDATE agents SET status = c.status, updated_at = now() FROM "
+                "(SELECT unnest(CAST(:ids AS uuid[])) AS id, unnest(CAST(:st AS text[])) AS status)"
+                " AS c WHERE agents.id = c.id"
+            ),
+            {"ids": [str(c["agent_id"]) for c in changed], "st": [c["status"] for c in changed]},
+        )
+
+
+def assign_one(db: Session, *, task_id: uuid.UUID, agent_id: uuid.UUID | None = None) -> Task:
+    """The HTTP `assign`: this task now, to `agent_id` or the best fitting agent."""
+    task = task_service.get_or_raise(db, task_id=task_id, lock=True)
+    if task.status != TaskStatus.PENDING:
+        raise InvalidTransition(f"Cannot assign a task that is {task.status}")
+    if task.has_subtasks or task.decomposition_template is not None:
+        raise InvalidTransition("Cannot assign a decomposed task: its subtasks are assigned")
+    work_session = db.get(WorkSession, task.session_id)
+    if work_session.status != SessionStatus.RUNNING:
+        raise InvalidTransition(f"Cannot assign a task while its session is {work_session.status}")
+    if agent_id is not None:
+        agent_service.get_or_raise(db, agent_id=agent_id)
+    if not assign_ready(db, limit=1, task_ids=[task_id], agent_id=agent_id):
+        who = f"Agent {agent_id} is" if agent_id else "No agent is"
+        raise AgentUnavailable(
+            f"{who} online with the capabilities "
+            f"{', '.join(task.required_capabilities)} and room for another task"
+        )
+    db.refresh(task)
+    return task

@@ -1,0 +1,145 @@
+"""Sessions: create, read, list, and the five actions (CONTRACT section 2)."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from shared import events, jobs
+from shared.enums import FINISHED_TASK_STATUSES, Priority, SessionStatus, SessionType, TaskStatus
+from shared.errors import SessionNotFound
+from shared.models import Task, WorkSession
+from shared.models.types import utcnow
+from shared.services.common import Page, paginate
+from shared.states import move_session
+from shared.unit_of_work import request_job
+
+
+def create(
+    db: Session,
+    *,
+    title: str,
+    type: SessionType = SessionType.CODING,
+    priority: Priority = Priority.MEDIUM,
+    initial_prompt: str | None = None,
+) -> WorkSession:
+    work_session = WorkSession(
+        id=uuid.uuid4(),
+        title=title,
+        type=type,
+        priority=priority,
+        initial_prompt=initial_prompt,
+        status=SessionStatus.PENDING,
+    )
+    db.add(work_session)
+    events.record(
+        db, events.SESSION_CREATED, session_id=work_session.id, status=work_session.status
+    )
+    return work_session
+
+
+def get(db: Session, *, session_id: uuid.UUID, lock: bool = False) -> WorkSession | None:
+    query = select(WorkSession).where(WorkSession.id == session_id)
+    if lock:
+        query = query.with_for_update()
+    return db.scalar(query)
+
+
+def get_or_raise(db: Session, *, session_id: uuid.UUID, lock: bool = False) -> WorkSession:
+    work_session = get(db, session_id=session_id, lock=lock)
+    if work_session is None:
+        raise SessionNotFound(f"Session with ID {session_id} not found")
+    return work_session
+
+
+def list_sessions(
+    db: Session, *, status: SessionStatus | None = None, page: int = 1, page_size: int = 20
+) -> Page[WorkSession]:
+    query = select(WorkSession).order_by(WorkSession.created_at.desc(), WorkSession.id.desc())
+    if status is not None:
+        query = query.where(WorkSession.status == status)
+    return paginate(db, query, page=page, page_size=page_size)
+
+
+def progress_of(db: Session, *, session_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict]:
+    """Task counts by status for many sessions in one query."""
+    counts: dict[uuid.UUID, dict[str, int]] = {
+        sid: {status.value: 0 for status in TaskStatus} for sid in session_ids
+    }
+    if session_ids:
+        rows = db.execute(
+            select(Task.session_id, Task.status, func.count())
+            .where(Task.session_id.in_(session_ids))
+            .group_by(Task.session_id, Task.status)
+        )
+        for session_id, status, count in rows:
+            counts[session_id][TaskStatus(status).value] = count
+    return {sid: _progress(by_status) for sid, by_status in counts.items()}
+
+
+def _progress(by_status: dict[str, int]) -> dict:
+    total = sum(by_status.values())
+    completed = by_status[TaskStatus.COMPLETED.value]
+    return {
+        "total": total,
+        "by_status": by_status,
+        "percent_complete": round(100.0 * completed / total, 1) if total else 0.0,
+    }
+
+
+def apply_action(db: Session, *, session_id: uuid.UUID, action: str) -> WorkSession:
+    """start, pause, resume, cancel or complete. The row lock makes two concurrent
+    actions on one session apply one after the other, never both from the same state."""
+    work_session = get_or_raise(db, session_id=session_id, lock=True)
+    previous = move_session(work_session, action)
+    now = utcnow()
+    if action == "start":
+        work_session.started_at = now
+    if action in ("start", "resume"):
+        request_job(db, jobs.ASSIGN_READY_TASKS)
+    if work_session.status in (SessionStatus.COMPLETED, SessionStatus.CANCELLED):
+        work_session.completed_at = now
+        _cancel_unfinished_tasks(db, work_session, reason=f"session {action}d")
+    work_session.updated_at = now
+    _record_status_change(db, work_session, previous)
+    return work_session
+
+
+def fail(db: Session, *, session_id: uuid.UUID, reason: str) -> WorkSession | None:
+    """A task failed for good: the session fails with the reason, its other work stops."""
+    work_session = get_or_raise(db, session_id=session_id, lock=True)
+    if work_session.status not in (
+        SessionStatus.PENDING,
+        SessionStatus.RUNNING,
+        SessionStatus.PAUSED,
+    ):
+        return work_session
+    previous = move_session(work_session, "fail")
+    work_session.error = reason
+    work_session.completed_at = utcnow()
+    _cancel_unfinished_tasks(db, work_session, reason="session failed")
+    _record_status_change(db, work_session, previous)
+    return work_session
+
+
+def _cancel_unfinished_tasks(db: Session, work_session: WorkSession, *, reason: str) -> None:
+    from shared.services import tasks  # tasks imports sessions for the fail cascade
+
+    unfinished = db.scalars(
+        select(Task.id)
+        .where(Task.session_id == work_session.id, Task.status.not_in(FINISHED_TASK_STATUSES))
+        .order_by(Task.created_at)
+    ).all()
+    tasks.cancel_many(db, task_ids=list(unfinished), reason=reason)
+
+
+def _record_status_change(db: Session, work_session: WorkSession, previous) -> None:
+    events.record(
+        db,
+        events.SESSION_STATUS_CHANGED,
+        session_id=work_session.id,
+        status=work_session.status,
+        previous_status=previous,
+    )

@@ -1,0 +1,77 @@
+import pytest
+
+from orchestrator_api.app import create_app
+from tests.api.helpers import assert_error
+
+
+def test_unknown_route(client):
+    assert_error(client.get("/api/v1/nothing-here"), 404, "NOT_FOUND")
+
+
+def test_wrong_method(client):
+    response = client.put("/api/v1/sessions", json={})
+    assert_error(response, 405, "METHOD_NOT_ALLOWED")
+    assert "GET" in response.headers["Allow"]
+
+
+def test_malformed_json(client):
+    response = client.post(
+        "/api/v1/sessions", data='{"title": "x"', content_type="application/json"
+    )
+    assert_error(response, 400, "VALIDATION_ERROR")
+    assert client.get("/api/v1/sessions").json["total"] == 0
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_wrong_content_type(client, content_type):
+    response = client.post("/api/v1/sessions", data='{"title": "x"}', content_type=content_type)
+    error = assert_error(response, 400, "VALIDATION_ERROR")
+    assert "JSON" in error["message"]
+    assert client.get("/api/v1/sessions").json["total"] == 0
+
+
+def test_body_over_one_mebibyte(client):
+    response = client.post(
+        "/api/v1/sessions",
+        data='{"title": "' + "x" * (1024 * 1024) + '"}',
+        content_type="application/json",
+    )
+    assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+
+
+def test_request_id_is_echoed_when_sane(client):
+    response = client.get("/health", headers={"X-Request-ID": "abc-123.def"})
+    assert response.headers["X-Request-ID"] == "abc-123.def"
+    response = client.get("/api/v1/nothing", headers={"X-Request-ID": "abc-123"})
+    assert response.json["error"]["request_id"] == "abc-123"
+
+
+@pytest.mark.parametrize("bad", ["has space", "x" * 200, "<script>", ""])
+def test_insane_request_id_is_replaced(client, bad):
+    response = client.get("/health", headers={"X-Request-ID": bad})
+    assert response.headers["X-Request-ID"] != bad
+    assert len(response.headers["X-Request-ID"]) == 32
+
+
+def test_unhandled_exception_is_opaque_and_logged(settings, caplog):
+    app = create_app(settings)
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("SELECT secret FROM passwords")
+
+    response = app.test_client().get("/boom")
+    error = assert_error(response, 500, "INTERNAL_ERROR")
+    assert "secret" not in response.get_data(as_text=True)
+    assert "Traceback" not in response.get_data(as_text=True)
+    assert "SELECT secret FROM passwords" in caplog.text
+    assert error["request_id"] in caplog.text
+
+
+def test_openapi_spec_and_docs(client):
+    spec = client.get("/openapi.json").json
+    paths = spec["paths"]
+    assert "/api/v1/sessions" in paths
+    assert "/api/v1/sessions/{session_id}/start" in paths
+    assert set(paths["/api/v1/sessions"]) >= {"get", "post"}
+    assert client.get("/docs").status_code == 200
