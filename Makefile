@@ -5,6 +5,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTHON ?= python3
 PORT   ?= 8000
 export PORT
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: run test services venv lint format migrate bench clean
 

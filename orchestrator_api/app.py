@@ -56,9 +56,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["orchestrator"] = Extensions(
         settings=settings,
         database=Database(settings, job_sender=make_job_sender(settings)),
-        redis=redis.Redis.from_url(
-            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
-        ),
+        redis=redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
     )
 
     api = OrchestratorApi(app)

@@ -18,7 +18,9 @@ from shared.config import Settings
 from shared.db import Database
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVER_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+SERVER_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
 TABLES = "outbox_events, task_dependencies, tasks, agents, sessions"
 
 

@@ -115,7 +115,11 @@ def test_release_migrates(settings):
     result = subprocess.run(
         ["bash", "-c", procfile()["release"]],
         cwd=ROOT,
-        env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DATABASE_URL": settings.database_url},
+        env={
+            **os.environ,
+            "PATH": f"{BIN}:{os.environ['PATH']}",
+            "DATABASE_URL": settings.database_url,
+        },
         capture_output=True,
         text=True,
         timeout=60,

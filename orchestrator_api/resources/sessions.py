@@ -19,9 +19,18 @@ from shared.services import sessions as service
 blp = Blueprint("sessions", __name__, url_prefix="/api/v1/sessions", description="Sessions")
 
 FIELDS = (
-    "id title status type priority initial_prompt error created_at updated_at "
-    "started_at completed_at"
-).split()
+    "id",
+    "title",
+    "status",
+    "type",
+    "priority",
+    "initial_prompt",
+    "error",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "completed_at",
+)
 
 
 def session_views(sessions) -> list[dict]:

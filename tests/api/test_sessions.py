@@ -109,7 +109,9 @@ def test_failed_session_refuses_every_action(client, db):
     body = client.get(f"/api/v1/sessions/{session_id}").json
     assert body["status"] == "FAILED" and body["error"] == "task X failed"
     for action in ACTIONS:
-        assert_error(client.post(f"/api/v1/sessions/{session_id}/{action}"), 400, "INVALID_TRANSITION")
+        assert_error(
+            client.post(f"/api/v1/sessions/{session_id}/{action}"), 400, "INVALID_TRANSITION"
+        )
 
 
 def test_action_on_unknown_or_malformed_id(client):
@@ -138,9 +140,7 @@ def test_two_concurrent_actions_never_both_apply(app):
             barrier.wait()
             results[index] = local.post(f"/api/v1/sessions/{session_id}/{action}")
 
-        threads = [
-            threading.Thread(target=act, args=(i, a)) for i, a in enumerate((first, second))
-        ]
+        threads = [threading.Thread(target=act, args=(i, a)) for i, a in enumerate((first, second))]
         for thread in threads:
             thread.start()
         for thread in threads:
