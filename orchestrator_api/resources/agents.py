@@ -1,3 +1,80 @@
+"""Agents (CONTRACT section 3)."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
 from flask_smorest import Blueprint
 
-blp = Blueprint("agents", __name__, url_prefix="/api/v1/agents")
+from orchestrator_api.database import db
+from orchestrator_api.resources.common import parse_id
+from orchestrator_api.resources.tasks import task_views
+from orchestrator_api.schemas.agents import (
+    AgentListQuerySchema,
+    AgentPageSchema,
+    AgentRegisterSchema,
+    AgentSchema,
+    HeartbeatSchema,
+    RegisteredAgentSchema,
+)
+from orchestrator_api.schemas.common import page_body
+from orchestrator_api.schemas.tasks import TaskListSchema
+from shared.models import Agent
+from shared.services import agents as service
+
+blp = Blueprint("agents", __name__, url_prefix="/api/v1/agents", description="Agents")
+
+FIELDS = tuple(c.key for c in Agent.__table__.columns)
+
+
+def agent_views(agents: list[Agent], held: dict | None = None) -> list[dict]:
+    held = held if held is not None else service.held_counts(db(), agent_ids=[a.id for a in agents])
+    return [{**{f: getattr(a, f) for f in FIELDS}, "active_tasks": held[a.id]} for a in agents]
+
+
+@blp.route("")
+class Agents(MethodView):
+    @blp.arguments(AgentListQuerySchema, location="query")
+    @blp.response(200, AgentPageSchema)
+    def get(self, query):
+        """List agents, newest first."""
+        page = service.list_agents(db(), **query)
+        return page_body(page, agent_views(page.items))
+
+
+@blp.route("/register", methods=["POST"])
+@blp.arguments(AgentRegisterSchema)
+@blp.response(201, RegisteredAgentSchema)
+def register_agent(body):
+    """Register an agent (409 AGENT_NAME_TAKEN if the name is in use)."""
+    agent = service.register(db(), **body)
+    db().flush()
+    return agent_views([agent], {agent.id: 0})[0]
+
+
+@blp.route("/<agent_id>")
+class AgentById(MethodView):
+    @blp.response(200, AgentSchema)
+    def get(self, agent_id):
+        """Get one agent."""
+        return agent_views([service.get_or_raise(db(), agent_id=parse_id(agent_id))])[0]
+
+    @blp.response(204)
+    def delete(self, agent_id):
+        """Deregister an agent; the tasks it held go back to PENDING."""
+        service.deregister(db(), agent_id=parse_id(agent_id))
+
+
+@blp.route("/<agent_id>/heartbeat", methods=["POST"])
+@blp.arguments(HeartbeatSchema)
+@blp.response(200, AgentSchema)
+def heartbeat(body, agent_id):
+    """The agent is alive, at this load. An OFFLINE agent comes back online."""
+    return service.heartbeat(db(), agent_id=parse_id(agent_id), **body)
+
+
+@blp.route("/<agent_id>/tasks", methods=["GET"])
+@blp.response(200, TaskListSchema)
+def agent_tasks(agent_id):
+    """The tasks the agent holds (ASSIGNED and IN_PROGRESS)."""
+    tasks = service.held_tasks(db(), agent_id=parse_id(agent_id))
+    return {"items": task_views(tasks), "total": len(tasks)}

@@ -1,3 +1,126 @@
+"""Tasks (CONTRACT section 4)."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
 from flask_smorest import Blueprint
 
-blp = Blueprint("tasks", __name__, url_prefix="/api/v1/tasks")
+from orchestrator_api.database import db
+from orchestrator_api.resources.common import parse_id
+from orchestrator_api.schemas.common import page_body
+from orchestrator_api.schemas.tasks import (
+    ActorSchema,
+    AssignSchema,
+    CompleteSchema,
+    FailSchema,
+    ProgressReportSchema,
+    TaskCreateSchema,
+    TaskListQuerySchema,
+    TaskPageSchema,
+    TaskSchema,
+)
+from shared.models import Task
+from shared.services import assignment
+from shared.services import tasks as service
+
+blp = Blueprint("tasks", __name__, url_prefix="/api/v1/tasks", description="Tasks")
+
+FIELDS = tuple(c.key for c in Task.__table__.columns)
+
+
+def task_views(tasks: list[Task]) -> list[dict]:
+    """Tasks with their dependencies and subtasks, in two queries for the whole page."""
+    ids = [t.id for t in tasks]
+    depends_on = service.dependencies_of(db(), task_ids=ids)
+    subtasks = service.subtasks_of_many(db(), task_ids=ids)
+    return [
+        {
+            **{f: getattr(t, f) for f in FIELDS},
+            "depends_on": depends_on[t.id],
+            "subtasks": subtasks[t.id],
+        }
+        for t in tasks
+    ]
+
+
+def task_view(task: Task) -> dict:
+    db().flush()
+    return task_views([task])[0]
+
+
+@blp.route("")
+class Tasks(MethodView):
+    @blp.arguments(TaskListQuerySchema, location="query")
+    @blp.response(200, TaskPageSchema)
+    def get(self, query):
+        """List tasks, newest first."""
+        page = service.list_tasks(db(), **query)
+        return page_body(page, task_views(page.items))
+
+    @blp.arguments(TaskCreateSchema)
+    @blp.response(201, TaskSchema)
+    def post(self, body):
+        """Create a task (BLOCKED until its dependencies complete)."""
+        return task_view(service.create(db(), **body))
+
+
+@blp.route("/<task_id>")
+class TaskById(MethodView):
+    @blp.response(200, TaskSchema)
+    def get(self, task_id):
+        """Get one task with its dependencies and subtasks."""
+        return task_view(service.get_or_raise(db(), task_id=parse_id(task_id)))
+
+
+@blp.route("/<task_id>/start", methods=["POST"])
+@blp.arguments(ActorSchema, required=False)
+@blp.response(200, TaskSchema)
+def start_task(body, task_id):
+    """An agent starts a task assigned to it (ASSIGNED -> IN_PROGRESS)."""
+    task = service.start(db(), task_id=parse_id(task_id), agent_id=body.get("agent_id"))
+    return task_view(task)
+
+
+@blp.route("/<task_id>/complete", methods=["POST"])
+@blp.arguments(CompleteSchema, required=False)
+@blp.response(200, TaskSchema)
+def complete_task(body, task_id):
+    """IN_PROGRESS -> COMPLETED, with a result; releases the tasks waiting on it."""
+    task = service.complete(
+        db(), task_id=parse_id(task_id), result=body.get("result"), agent_id=body.get("agent_id")
+    )
+    return task_view(task)
+
+
+@blp.route("/<task_id>/fail", methods=["POST"])
+@blp.arguments(FailSchema)
+@blp.response(200, TaskSchema)
+def fail_task(body, task_id):
+    """Back to PENDING while attempts remain and the error is retryable, else FAILED."""
+    task = service.fail(db(), task_id=parse_id(task_id), **body)
+    return task_view(task)
+
+
+@blp.route("/<task_id>/cancel", methods=["POST"])
+@blp.response(200, TaskSchema)
+def cancel_task(task_id):
+    """Cancel an unfinished task, its subtasks and the tasks waiting on it."""
+    return task_view(service.cancel(db(), task_id=parse_id(task_id)))
+
+
+@blp.route("/<task_id>/assign", methods=["POST"])
+@blp.arguments(AssignSchema, required=False)
+@blp.response(200, TaskSchema)
+def assign_task(body, task_id):
+    """Assign now, to the given agent or the best fitting one (503 when none fits)."""
+    task = assignment.assign_one(db(), task_id=parse_id(task_id), agent_id=body.get("agent_id"))
+    return task_view(task)
+
+
+@blp.route("/<task_id>/progress", methods=["POST"])
+@blp.arguments(ProgressReportSchema)
+@blp.response(200, TaskSchema)
+def report_progress(body, task_id):
+    """An agent reports progress; the task's run deadline moves on."""
+    task = service.report_progress(db(), task_id=parse_id(task_id), **body)
+    return task_view(task)

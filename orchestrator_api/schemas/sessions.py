@@ -19,7 +19,7 @@ class SessionListQuerySchema(PageQuerySchema):
     status = UpperEnum(SessionStatus)
 
 
-class ProgressSchema(Schema):
+class SessionProgressSchema(Schema):
     total = fields.Integer()
     by_status = fields.Dict(keys=fields.String(), values=fields.Integer())
     percent_complete = fields.Float()
@@ -33,7 +33,7 @@ class SessionSchema(Schema):
     priority = UpperEnum(Priority)
     initial_prompt = fields.String(allow_none=True)
     error = fields.String(allow_none=True)
-    progress = fields.Nested(ProgressSchema)
+    progress = fields.Nested(SessionProgressSchema)
     created_at = UTCDateTime()
     updated_at = UTCDateTime()
     started_at = UTCDateTime(allow_none=True)

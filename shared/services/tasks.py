@@ -184,9 +184,20 @@ def dependencies_of(db: Session, *, task_ids: list[uuid.UUID]) -> dict[uuid.UUID
 
 
 def subtasks_of(db: Session, *, task_id: uuid.UUID) -> list[uuid.UUID]:
-    return list(
-        db.scalars(select(Task.id).where(Task.parent_id == task_id).order_by(Task.created_at))
-    )
+    return subtasks_of_many(db, task_ids=[task_id])[task_id]
+
+
+def subtasks_of_many(db: Session, *, task_ids: list[uuid.UUID]) -> dict[uuid.UUID, list]:
+    result: dict[uuid.UUID, list] = {tid: [] for tid in task_ids}
+    if task_ids:
+        rows = db.execute(
+            select(Task.parent_id, Task.id)
+            .where(Task.parent_id.in_(task_ids))
+            .order_by(Task.created_at, Task.id)
+        )
+        for parent_id, task_id in rows:
+            result[parent_id].append(task_id)
+    return result
 
 
 def _check_actor(task: Task, agent_id: uuid.UUID | None) -> None:
