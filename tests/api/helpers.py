@@ -12,3 +12,27 @@ def assert_error(response, status, code):
     assert error["message"]
     assert error["request_id"] == response.headers["X-Request-ID"]
     return error
+
+
+def start_session(client, **fields):
+    session = make_session(client, **fields)
+    response = client.post(f"/api/v1/sessions/{session['id']}/start")
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def register(client, name="agent-1", **fields):
+    body = {"name": name, "type": "BACKEND", "capabilities": ["CODE_GENERATION"], **fields}
+    response = client.post("/api/v1/agents/register", json=body)
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+def make_task(client, session_id, **fields):
+    response = client.post("/api/v1/tasks", json={"session_id": session_id, "title": "t", **fields})
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+def act(client, task_id, action, body=None):
+    return client.post(f"/api/v1/tasks/{task_id}/{action}", json=body or {})

@@ -1,0 +1,178 @@
+import uuid
+
+import pytest
+
+from tests.api.helpers import act, assert_error, make_task, register, start_session
+
+
+def test_register_returns_an_idle_agent(client):
+    agent = register(client, capabilities=["code_generation", "Testing"], max_concurrent_tasks=3)
+    assert agent["status"] == "IDLE"
+    assert agent["current_load"] == 0 and agent["active_tasks"] == 0
+    assert agent["capabilities"] == ["CODE_GENERATION", "TESTING"]
+    assert agent["max_concurrent_tasks"] == 3
+    assert agent["last_heartbeat_at"].endswith("Z")
+    assert client.get(f"/api/v1/agents/{agent['id']}").json == agent
+
+
+def test_default_capacity_is_five(client):
+    assert register(client)["max_concurrent_tasks"] == 5
+
+
+def test_name_taken(client):
+    register(client, name="dup")
+    assert_error(
+        client.post(
+            "/api/v1/agents/register",
+            json={"name": "dup", "type": "QA", "capabilities": ["TESTING"]},
+        ),
+        409,
+        "AGENT_NAME_TAKEN",
+    )
+    assert client.get("/api/v1/agents").json["total"] == 1
+
+
+def test_name_is_free_again_after_deregistration(client):
+    agent = register(client, name="again")
+    assert client.delete(f"/api/v1/agents/{agent['id']}").status_code == 204
+    assert_error(client.get(f"/api/v1/agents/{agent['id']}"), 404, "AGENT_NOT_FOUND")
+    register(client, name="again")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"name": ""},
+        {"name": "   "},
+        {"name": "x" * 101},
+        {"type": "WIZARD"},
+        {"capabilities": []},
+        {"capabilities": ["CODE_GENERATION", "code_generation"]},
+        {"capabilities": ["FLYING"]},
+        {"capabilities": "CODE_GENERATION"},
+        {"max_concurrent_tasks": 0},
+        {"max_concurrent_tasks": 101},
+        {"max_concurrent_tasks": "5"},
+        {"max_concurrent_tasks": 2.5},
+        {"max_concurrent_tasks": True},
+    ],
+)
+def test_bad_registrations(client, changes):
+    body = {"name": "a", "type": "BACKEND", "capabilities": ["CODE_GENERATION"], **changes}
+    error = assert_error(client.post("/api/v1/agents/register", json=body), 400, "VALIDATION_ERROR")
+    assert set(error["details"]) <= set(body)
+    assert client.get("/api/v1/agents").json["total"] == 0
+
+
+@pytest.mark.parametrize("load", [101, -1, "abc", None, 50.5, True])
+def test_bad_heartbeats_change_nothing(client, load):
+    agent = register(client)
+    response = client.post(f"/api/v1/agents/{agent['id']}/heartbeat", json={"current_load": load})
+    assert_error(response, 400, "VALIDATION_ERROR")
+    assert client.get(f"/api/v1/agents/{agent['id']}").json == agent
+
+
+def test_heartbeat_missing_load(client):
+    agent = register(client)
+    assert_error(
+        client.post(f"/api/v1/agents/{agent['id']}/heartbeat", json={}), 400, "VALIDATION_ERROR"
+    )
+
+
+def test_heartbeat_updates_load_time_and_status(client):
+    agent = register(client)
+    beat = client.post(f"/api/v1/agents/{agent['id']}/heartbeat", json={"current_load": 40}).json
+    assert beat["current_load"] == 40 and beat["status"] == "IDLE"
+    assert beat["last_heartbeat_at"] > agent["last_heartbeat_at"]
+    full = client.post(f"/api/v1/agents/{agent['id']}/heartbeat", json={"current_load": 100}).json
+    assert full["status"] == "BUSY"
+    assert client.get(f"/api/v1/agents/{agent['id']}").json == full
+
+
+def test_heartbeat_unknown_agent(client):
+    response = client.post(f"/api/v1/agents/{uuid.uuid4()}/heartbeat", json={"current_load": 1})
+    assert_error(response, 404, "AGENT_NOT_FOUND")
+    assert_error(
+        client.post("/api/v1/agents/nope/heartbeat", json={"current_load": 1}),
+        400,
+        "VALIDATION_ERROR",
+    )
+
+
+def test_offline_agent_comes_back_with_a_heartbeat(client, db):
+    from shared.enums import AgentStatus
+    from shared.models import Agent
+
+    agent = register(client)
+    db.get(Agent, uuid.UUID(agent["id"])).status = AgentStatus.OFFLINE
+    db.commit()
+    beat = client.post(f"/api/v1/agents/{agent['id']}/heartbeat", json={"current_load": 0}).json
+    assert beat["status"] == "IDLE"
+
+
+def test_status_follows_held_tasks(client):
+    session = start_session(client)
+    agent = register(client, max_concurrent_tasks=2)
+    first = make_task(client, session["id"])
+    second = make_task(client, session["id"])
+    assert act(client, first["id"], "assign", {"agent_id": agent["id"]}).status_code == 200
+    held_one = client.get(f"/api/v1/agents/{agent['id']}").json
+    assert (held_one["status"], held_one["active_tasks"]) == ("ACTIVE", 1)
+    assert act(client, second["id"], "assign", {"agent_id": agent["id"]}).status_code == 200
+    held_two = client.get(f"/api/v1/agents/{agent['id']}").json
+    assert (held_two["status"], held_two["active_tasks"]) == ("BUSY", 2)
+    act(client, first["id"], "start")
+    act(client, first["id"], "complete", {"result": {}})
+    after = client.get(f"/api/v1/agents/{agent['id']}").json
+    assert (after["status"], after["active_tasks"]) == ("ACTIVE", 1)
+    tasks = client.get(f"/api/v1/agents/{agent['id']}/tasks").json
+    assert [t["id"] for t in tasks["items"]] == [second["id"]]
+
+
+def test_list_filters(client):
+    backend = register(client, name="b", capabilities=["CODE_GENERATION", "DEBUGGING"])
+    qa = register(client, name="q", type="QA", capabilities=["TESTING"], max_concurrent_tasks=1)
+    busy = register(client, name="z", type="QA", capabilities=["TESTING"])
+    client.post(f"/api/v1/agents/{busy['id']}/heartbeat", json={"current_load": 100})
+
+    def ids(query):
+        body = client.get(f"/api/v1/agents?{query}").json
+        return {a["id"] for a in body["items"]}
+
+    assert ids("capability=debugging") == {backend["id"]}
+    assert ids("capability=TESTING") == {qa["id"], busy["id"]}
+    assert ids("type=qa") == {qa["id"], busy["id"]}
+    assert ids("status=BUSY") == {busy["id"]}
+    assert ids("available_only=true") == {backend["id"], qa["id"]}
+    assert ids("available_only=false") == {backend["id"], qa["id"], busy["id"]}
+    session = start_session(client)
+    task = make_task(client, session["id"], required_capabilities=["TESTING"])
+    act(client, task["id"], "assign", {"agent_id": qa["id"]})
+    assert ids("available_only=true") == {backend["id"]}
+    page = client.get("/api/v1/agents?page_size=2").json
+    assert page["total"] == 3 and page["has_more"] is True and len(page["items"]) == 2
+
+
+@pytest.mark.parametrize(
+    "query", ["capability=FLYING", "status=ASLEEP", "type=X", "page_size=101", "page=0"]
+)
+def test_bad_list_queries(client, query):
+    assert_error(client.get(f"/api/v1/agents?{query}"), 400, "VALIDATION_ERROR")
+
+
+def test_deregister_returns_held_tasks_to_pending(client):
+    session = start_session(client)
+    agent = register(client)
+    task = make_task(client, session["id"])
+    act(client, task["id"], "assign", {"agent_id": agent["id"]})
+    act(client, task["id"], "start")
+    assert client.delete(f"/api/v1/agents/{agent['id']}").status_code == 204
+    after = client.get(f"/api/v1/tasks/{task['id']}").json
+    assert after["status"] == "PENDING"
+    assert after["assigned_agent_id"] is None
+    assert after["attempts"] == 1
+    assert_error(client.delete(f"/api/v1/agents/{agent['id']}"), 404, "AGENT_NOT_FOUND")
+
+
+def test_unknown_agent_tasks(client):
+    assert_error(client.get(f"/api/v1/agents/{uuid.uuid4()}/tasks"), 404, "AGENT_NOT_FOUND")
