@@ -20,7 +20,7 @@ def test_twenty_threads_fifty_tasks_three_agents_of_two(app, client, db):
         barrier = threading.Barrier(20)
         statuses: list[int] = []
 
-        def worker(seed, barrier=barrier, task_ids=task_ids, agents=agents):
+        def worker(seed, barrier=barrier, task_ids=task_ids, agents=agents, statuses=statuses):
             local = app.test_client()
             order = random.Random(seed).sample(task_ids, len(task_ids))
             barrier.wait()
