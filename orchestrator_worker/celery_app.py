@@ -10,6 +10,8 @@ from shared import jobs
 from shared.config import load_settings_or_exit
 
 settings = load_settings_or_exit()
+# How often beat runs the sweeps; reconciliation runs at a third of that pace.
+SWEEP_INTERVAL = float(settings.sweep_interval_seconds)
 
 app = Celery("orchestrator", broker=settings.redis_url, include=["orchestrator_worker.jobs"])
 app.conf.update(
@@ -31,8 +33,10 @@ app.conf.update(
     worker_hijack_root_logger=False,
     timezone="UTC",
     beat_schedule={
-        "assign-ready-tasks": {"task": jobs.ASSIGN_READY_TASKS, "schedule": 5.0},
-        "reconcile": {"task": jobs.RECONCILE, "schedule": 15.0},
+        "assign-ready-tasks": {"task": jobs.ASSIGN_READY_TASKS, "schedule": SWEEP_INTERVAL},
+        "expire-heartbeats": {"task": jobs.EXPIRE_HEARTBEATS, "schedule": SWEEP_INTERVAL},
+        "time-out-tasks": {"task": jobs.TIME_OUT_TASKS, "schedule": SWEEP_INTERVAL},
+        "reconcile": {"task": jobs.RECONCILE, "schedule": 3 * SWEEP_INTERVAL},
     },
 )
 

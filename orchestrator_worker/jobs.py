@@ -8,12 +8,13 @@ job is lost.
 from __future__ import annotations
 
 import logging
+import uuid
 
 from celery import shared_task
 
 from orchestrator_worker import runtime
 from shared import jobs
-from shared.services import assignment
+from shared.services import assignment, decomposition, sweeps
 from shared.services import tasks as task_service
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ JOB_OPTIONS = {"acks_late": True, "ignore_result": True}
 
 @shared_task(name=jobs.ASSIGN_READY_TASKS, **JOB_OPTIONS)
 def assign_ready_tasks() -> int:
-    """Assign ready tasks in batches until no more fit."""
+    """Assign ready tasks, a batch per transaction, until no more fit."""
     total = 0
     while True:
         with runtime.database().transaction() as db:
@@ -36,12 +37,46 @@ def assign_ready_tasks() -> int:
     return total
 
 
-@shared_task(name=jobs.RECONCILE, **JOB_OPTIONS)
-def reconcile() -> int:
-    """Repairs what a lost job left: dependents still BLOCKED after their dependencies
-    completed. (Ready tasks left unassigned are the assign sweep's work.)"""
+@shared_task(name=jobs.DECOMPOSE_TASK, **JOB_OPTIONS)
+def decompose_task(task_id: str) -> int:
     with runtime.database().transaction() as db:
-        released = task_service.release_ready_dependents(db)
-    if released:
-        log.warning("reconcile released %d blocked tasks", released)
-    return released
+        created = decomposition.run(db, task_id=uuid.UUID(task_id))
+    log.info("decomposed task %s into %d subtasks", task_id, len(created))
+    return len(created)
+
+
+@shared_task(name=jobs.EXPIRE_HEARTBEATS, **JOB_OPTIONS)
+def expire_heartbeats() -> int:
+    total = 0
+    while True:
+        with runtime.database().transaction() as db:
+            expired = sweeps.expire_heartbeats(db)
+        total += expired
+        if expired < sweeps.BATCH:
+            break
+    if total:
+        log.warning("%d agents went OFFLINE (heartbeat expired)", total)
+    return total
+
+
+@shared_task(name=jobs.TIME_OUT_TASKS, **JOB_OPTIONS)
+def time_out_tasks() -> int:
+    with runtime.database().transaction() as db:
+        timed_out = sweeps.time_out_tasks(db)
+    if timed_out:
+        log.warning("%d tasks timed out", timed_out)
+    return timed_out
+
+
+@shared_task(name=jobs.RECONCILE, **JOB_OPTIONS)
+def reconcile() -> dict:
+    """Repairs what a lost job left behind."""
+    with runtime.database().transaction() as db:
+        repaired = {
+            "released_dependents": task_service.release_ready_dependents(db),
+            "released_from_offline_agents": sweeps.release_tasks_of_offline_agents(db),
+            "finished_decompositions": sweeps.finish_lost_decompositions(db),
+        }
+    if any(repaired.values()):
+        log.warning("reconcile repaired %s", repaired)
+    return repaired

@@ -25,6 +25,15 @@ def database() -> Database:
         return _database
 
 
+def configure(settings) -> None:
+    """Use these settings from now on (tests, embedding)."""
+    global _database
+    with _lock:
+        if _database is not None:
+            _database.dispose()
+        _database = Database(settings, job_sender=_send, pool_size=5)
+
+
 def reset() -> None:
     global _database
     with _lock:

@@ -85,6 +85,7 @@ class Settings:
     task_start_timeout_seconds: int = 120
     system_event_interval_seconds: int = 5
     event_retention: int = 10000
+    sweep_interval_seconds: int = 5
     port: int = 8000
     flower_port: int = 5555
 
@@ -145,6 +146,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "task_start_timeout_seconds": _int_between(1, 86_400),
     "system_event_interval_seconds": _int_between(1, 3_600),
     "event_retention": _int_between(100, 10_000_000),
+    "sweep_interval_seconds": _int_between(1, 3_600),
     "port": _int_between(1, 65_535),
     "flower_port": _int_between(1, 65_535),
 }

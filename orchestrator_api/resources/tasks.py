@@ -12,6 +12,7 @@ from orchestrator_api.schemas.tasks import (
     ActorSchema,
     AssignSchema,
     CompleteSchema,
+    DecomposeSchema,
     FailSchema,
     ProgressReportSchema,
     TaskCreateSchema,
@@ -20,7 +21,7 @@ from orchestrator_api.schemas.tasks import (
     TaskSchema,
 )
 from shared.models import Task
-from shared.services import assignment
+from shared.services import assignment, decomposition
 from shared.services import tasks as service
 
 blp = Blueprint("tasks", __name__, url_prefix="/api/v1/tasks", description="Tasks")
@@ -123,4 +124,13 @@ def assign_task(body, task_id):
 def report_progress(body, task_id):
     """An agent reports progress; the task's run deadline moves on."""
     task = service.report_progress(db(), task_id=parse_id(task_id), **body)
+    return task_view(task)
+
+
+@blp.route("/<task_id>/decompose", methods=["POST"])
+@blp.arguments(DecomposeSchema)
+@blp.response(202, TaskSchema)
+def decompose_task(body, task_id):
+    """Accept a decomposition; a worker job creates the subtask DAG."""
+    task = decomposition.accept(db(), task_id=parse_id(task_id), template=body["template"])
     return task_view(task)

@@ -46,6 +46,12 @@ class Task(TimestampMixin, Base):
             "deadline_at",
             postgresql_where="status IN ('ASSIGNED', 'IN_PROGRESS')",
         ),
+        # Decompositions accepted but not yet done, for the reconciliation sweep.
+        Index(
+            "ix_tasks_decomposition_pending",
+            "updated_at",
+            postgresql_where="decomposition_template IS NOT NULL AND decomposed_at IS NULL",
+        ),
         # Ready work for the assignment job.
         Index(
             "ix_tasks_pending_created_at",
