@@ -15,6 +15,7 @@ from shared.errors import Conflict
 from shared.models import Task
 from shared.models.types import utcnow
 from shared.services import tasks as task_service
+from shared.services.common import settings_of
 from shared.templates import TEMPLATES
 from shared.unit_of_work import request_job
 
@@ -74,9 +75,10 @@ def run(db: Session, *, task_id: uuid.UUID) -> list[uuid.UUID]:
     return list(created.values())
 
 
-def never_run(db: Session, *, older_than_seconds: int = 30, limit: int = 100) -> list[uuid.UUID]:
-    """Decompositions accepted but not done (the job was lost)."""
-    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+def never_run(db: Session, *, limit: int = 100) -> list[uuid.UUID]:
+    """Decompositions accepted a while ago (three sweep periods) but not done: the job was
+    lost. Doing one twice is harmless: `run` is idempotent."""
+    cutoff = utcnow() - timedelta(seconds=3 * settings_of(db).sweep_interval_seconds)
     return list(
         db.scalars(
             select(Task.id)
