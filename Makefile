@@ -42,7 +42,7 @@ format: venv
 	$(BIN)/ruff check --fix .
 
 bench: venv services
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import redis
+from celery import Celery
 from flask import Flask, Response, request
 from flask_smorest import Api
 
-from orchestrator_api import database, errors
+from orchestrator_api import auth, database, errors, limits
 from orchestrator_api.jobs import make_job_sender
 from orchestrator_api.schemas.common import ErrorSchema
 from shared import __version__
@@ -33,6 +35,9 @@ class Extensions:
     settings: Settings
     database: Database
     redis: redis.Redis
+    celery: Celery
+    hub: Any = None  # the WebSocket hub, started with the first socket
+    relay: Any = None  # the outbox relay thread, started by `start_background`
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -53,24 +58,44 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
     )
     app.json.sort_keys = False
+    job_sender = make_job_sender(settings)
     app.extensions["orchestrator"] = Extensions(
         settings=settings,
-        database=Database(settings, job_sender=make_job_sender(settings)),
+        database=Database(settings, job_sender=job_sender),
         redis=redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
+        celery=job_sender.client,
     )
 
-    api = OrchestratorApi(app)
+    api = OrchestratorApi(app, spec_kwargs={"extra_plugins": [auth.BearerAuthPlugin()]})
     errors.register(app)
     database.register(app)
+    limits.register(app, settings)  # counts first: refused tokens count too
+    auth.register(app)
     app.before_request(_check_body)
     app.after_request(_add_request_id)
 
+    from orchestrator_api import ws
     from orchestrator_api.resources import agents, health, sessions, tasks
 
+    ws.register(app)
     app.register_blueprint(health.blp)
     for blueprint in (sessions.blp, agents.blp, tasks.blp):
         api.register_blueprint(blueprint)
     return app
+
+
+def start_background(app: Flask) -> None:
+    """In each web process (gunicorn's post_worker_init): the relay that publishes
+    committed events, and the hub that fans them out to this process's sockets."""
+    from orchestrator_api.ws import Hub
+    from shared.relay import RelayThread
+
+    ext = app.extensions["orchestrator"]
+    if ext.relay is None:
+        ext.relay = RelayThread(ext.database, ext.redis, retention=ext.settings.event_retention)
+        ext.relay.start()
+    if ext.hub is None:
+        ext.hub = Hub(ext)
 
 
 def _check_body() -> Response | None:

@@ -37,6 +37,7 @@ app.conf.update(
         "expire-heartbeats": {"task": jobs.EXPIRE_HEARTBEATS, "schedule": SWEEP_INTERVAL},
         "time-out-tasks": {"task": jobs.TIME_OUT_TASKS, "schedule": SWEEP_INTERVAL},
         "reconcile": {"task": jobs.RECONCILE, "schedule": 3 * SWEEP_INTERVAL},
+        "publish-events": {"task": jobs.PUBLISH_EVENTS, "schedule": 1.0},
     },
 )
 

@@ -13,7 +13,7 @@ import uuid
 from celery import shared_task
 
 from orchestrator_worker import runtime
-from shared import jobs
+from shared import jobs, relay
 from shared.services import assignment, decomposition, sweeps
 from shared.services import tasks as task_service
 
@@ -80,3 +80,14 @@ def reconcile() -> dict:
     if any(repaired.values()):
         log.warning("reconcile repaired %s", repaired)
     return repaired
+
+
+@shared_task(name=jobs.PUBLISH_EVENTS, **JOB_OPTIONS)
+def publish_events() -> int:
+    """Safety net for the web processes' relays: publish what is still unpublished."""
+    settings = runtime.database().settings
+    published = relay.publish_once(
+        runtime.database(), runtime.redis(), retention=settings.event_retention
+    )
+    relay.prune(runtime.database(), retention=settings.event_retention)
+    return published

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 
+import redis as redis_lib
+
 from shared.config import load_settings_or_exit
 from shared.db import Database
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _database: Database | None = None
+_redis: redis_lib.Redis | None = None
 
 
 def _send(name: str, args: tuple, kwargs: dict) -> None:
@@ -25,13 +28,22 @@ def database() -> Database:
         return _database
 
 
+def redis():
+    global _redis
+    with _lock:
+        if _redis is None:
+            _redis = redis_lib.Redis.from_url(database().settings.redis_url, socket_timeout=5)
+        return _redis
+
+
 def configure(settings) -> None:
     """Use these settings from now on (tests, embedding)."""
-    global _database
+    global _database, _redis
     with _lock:
         if _database is not None:
             _database.dispose()
         _database = Database(settings, job_sender=_send, pool_size=5)
+        _redis = None
 
 
 def reset() -> None:

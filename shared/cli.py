@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from shared import tokens
 from shared.config import load_settings_or_exit
 
 
@@ -41,6 +45,71 @@ def db_upgrade() -> None:
     from alembic.config import Config
 
     command.upgrade(Config("alembic.ini"), "head")
+
+
+@main.command("token")
+@click.option("--role", required=True, type=click.Choice(tokens.ROLES), help="The token's role.")
+@click.option("--sub", required=True, help="Who the token is for (the rate-limit client).")
+@click.option("--agent-id", type=click.UUID, help="For role agent: the agent it acts as.")
+@click.option(
+    "--ttl",
+    type=click.IntRange(1, tokens.MAX_TTL_SECONDS),
+    default=tokens.DEFAULT_TTL_SECONDS,
+    show_default=True,
+    help="Lifetime in seconds.",
+)
+def token(role: str, sub: str, agent_id, ttl: int) -> None:
+    """Print a token signed with API_SECRET_KEY (CONTRACT section 7)."""
+    settings = load_settings_or_exit()
+    if not settings.api_secret_key:
+        click.echo(
+            "orchestrator: warning: API_SECRET_KEY is not set; the token is signed with the "
+            "public development key and is only good for a development server",
+            err=True,
+        )
+    try:
+        click.echo(
+            tokens.mint(
+                key=settings.secret_key, sub=sub, role=role, agent_id=agent_id, ttl_seconds=ttl
+            )
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@main.command(
+    "flower",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower(flower_args: tuple[str, ...]) -> None:
+    """Start Flower behind the basic auth of FLOWER_BASIC_AUTH (user:password[,...]),
+    which production requires. Flower reads it from the environment, so the password stays
+    out of the command line and `ps`. Other arguments go to `celery flower`."""
+    settings = load_settings_or_exit()
+    env = dict(os.environ)
+    credentials = env.pop("FLOWER_BASIC_AUTH", "").strip()
+    if credentials:
+        entries = credentials.split(",")
+        if not all(user and password for user, _, password in (e.partition(":") for e in entries)):
+            _exit("FLOWER_BASIC_AUTH must be user:password, or several separated by commas")
+        env["FLOWER_BASIC_AUTH"] = credentials
+    elif settings.is_production:
+        _exit("FLOWER_BASIC_AUTH (user:password) must be set when ORCHESTRATOR_ENV=production")
+    else:
+        click.echo(
+            "orchestrator: warning: FLOWER_BASIC_AUTH is not set; Flower is open to anyone "
+            "who can reach its port",
+            err=True,
+        )
+    command = ["-m", "celery", "-A", "orchestrator_worker.celery_app", "flower", *flower_args]
+    os.execve(sys.executable, [sys.executable, *command], env)
+
+
+def _exit(message: str) -> None:
+    click.echo(f"orchestrator: configuration error: {message}", err=True)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -126,6 +126,11 @@ class Settings:
                 "API_SECRET_KEY must be set to at least 32 characters when "
                 "ORCHESTRATOR_ENV=production"
             )
+        if settings.is_production and settings.api_secret_key == DEVELOPMENT_SECRET_KEY:
+            raise ConfigError(
+                "API_SECRET_KEY must not be the public development key when "
+                "ORCHESTRATOR_ENV=production"
+            )
         return settings
 
     def with_overrides(self, **changes: Any) -> Settings:

@@ -7,10 +7,12 @@ so parallel runs on one machine do not collide. Each test starts from empty tabl
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import pytest
 import redis as redis_lib
+from celery.contrib.testing.worker import start_worker
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -21,28 +23,46 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
+# Tests send many requests from one client; the limit itself has tests of its own.
+UNLIMITED_RATE = "1000000/minute"
 TABLES = "outbox_events, task_dependencies, tasks, agents, sessions"
 
 
-def _redis_db() -> int:
-    return int(os.environ.get("TEST_REDIS_DB", str(1 + os.getpid() % 15)))
+CLAIM_KEY = "orchestrator-test-run"
+
+
+def _claim_redis_db() -> int:
+    """A Redis db index no other test run on this machine is using (runs claim one)."""
+    if "TEST_REDIS_DB" in os.environ:
+        return int(os.environ["TEST_REDIS_DB"])
+    for index in range(1, 16):
+        client = redis_lib.Redis(host="127.0.0.1", port=6379, db=index)
+        if client.set(CLAIM_KEY, os.getpid(), nx=True, ex=3 * 3600):
+            return index
+    raise RuntimeError("every Redis db index 1-15 is claimed by another test run")
 
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     name = f"orch_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    redis_db = _claim_redis_db()
     admin = create_engine(SERVER_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False)
     test_settings = Settings(
         database_url=url,
-        redis_url=f"redis://127.0.0.1:6379/{_redis_db()}",
+        redis_url=f"redis://127.0.0.1:6379/{redis_db}",
         log_level="WARNING",
+        rate_limit=UNLIMITED_RATE,  # tests/api/test_rate_limits.py tests the limit
     )
     _migrate(test_settings)
-    redis_lib.Redis.from_url(test_settings.redis_url).flushdb()
+    run_redis = redis_lib.Redis.from_url(test_settings.redis_url)
+    claim = run_redis.get(CLAIM_KEY)
+    run_redis.flushdb()
+    run_redis.set(CLAIM_KEY, claim, ex=3 * 3600)
     yield test_settings
+    run_redis.flushdb()  # also releases the claim
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
@@ -74,12 +94,16 @@ def database(settings, sent_jobs) -> Database:
 @pytest.fixture(autouse=True)
 def clean_tables(request, sent_jobs):
     """Every test that touches the database starts from empty tables."""
-    if "settings" in request.fixturenames or _uses_db(request):
-        database = request.getfixturevalue("database")
-        with database.engine.begin() as connection:
-            connection.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+    shares_data = request.node.get_closest_marker("shared_data") is not None
+    if not shares_data and ("settings" in request.fixturenames or _uses_db(request)):
+        empty_tables(request.getfixturevalue("database"))
     sent_jobs.clear()
     yield
+
+
+def empty_tables(database: Database) -> None:
+    with database.engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
 
 
 def _uses_db(request) -> bool:
@@ -113,3 +137,32 @@ def client(app):
 @pytest.fixture
 def redis(settings):
     return redis_lib.Redis.from_url(settings.redis_url)
+
+
+@pytest.fixture(scope="session")
+def celery_worker(settings):
+    from orchestrator_worker import runtime
+    from orchestrator_worker.celery_app import app as celery_app
+
+    celery_app.conf.broker_url = settings.redis_url
+    runtime.configure(settings)
+    with start_worker(
+        celery_app,
+        pool="threads",
+        concurrency=4,
+        perform_ping_check=False,
+        loglevel="WARNING",
+        shutdown_timeout=30,
+    ):
+        yield celery_app
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {value!r})")
+        time.sleep(interval)

@@ -3,11 +3,13 @@ file describes the same stack."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -39,16 +41,28 @@ def start(name: str, settings, **extra_env) -> subprocess.Popen:
         "DATABASE_URL": settings.database_url,
         "REDIS_URL": settings.redis_url,
         "LOG_LEVEL": "WARNING",
+        "RATE_LIMIT": settings.rate_limit,
         **extra_env,
     }
-    return subprocess.Popen(
+    # Output goes to a file: an unread pipe would fill up and block the process.
+    log = tempfile.NamedTemporaryFile(  # noqa: SIM115  (the process writes it until stop())
+        prefix=f"orchestrator-{name}-", suffix=".log", delete=False
+    )
+    process = subprocess.Popen(
         ["bash", "-c", "exec " + procfile()[name].strip()],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    process.log_path = log.name
+    return process
+
+
+def output(process: subprocess.Popen) -> str:
+    with open(process.log_path, errors="replace") as handle:
+        return handle.read()
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -59,15 +73,17 @@ def stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+    with contextlib.suppress(OSError):
+        os.unlink(process.log_path)
 
 
 def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 30) -> requests.Response:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read().decode()
+        assert process.poll() is None, output(process)
         try:
-            return requests.get(url, timeout=2)
-        except requests.ConnectionError:
+            return requests.get(url, timeout=5)
+        except (requests.ConnectionError, requests.Timeout):
             time.sleep(0.2)
     raise AssertionError(f"{url} did not answer")
 
@@ -105,7 +121,7 @@ def test_worker_beat_and_flower_start_and_stay_up(settings, tmp_path):
         assert response.status_code == 200
         time.sleep(3)
         for name, process in processes.items():
-            assert process.poll() is None, f"{name} exited: {process.stderr.read().decode()}"
+            assert process.poll() is None, f"{name} exited: {output(process)}"
     finally:
         for process in processes.values():
             stop(process)

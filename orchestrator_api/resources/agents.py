@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -18,6 +19,7 @@ from orchestrator_api.schemas.agents import (
 )
 from orchestrator_api.schemas.common import page_body
 from orchestrator_api.schemas.tasks import TaskListSchema
+from shared import tokens
 from shared.models import Agent
 from shared.services import agents as service
 
@@ -45,10 +47,18 @@ class Agents(MethodView):
 @blp.arguments(AgentRegisterSchema)
 @blp.response(201, RegisteredAgentSchema)
 def register_agent(body):
-    """Register an agent (409 AGENT_NAME_TAKEN if the name is in use)."""
+    """Register an agent (409 AGENT_NAME_TAKEN if the name is in use). The answer carries
+    the agent's own token (role agent, its agent_id), which it uses from then on."""
     agent = service.register(db(), **body)
     db().flush()
-    return agent_views([agent], {agent.id: 0})[0]
+    token = tokens.mint(
+        key=current_app.extensions["orchestrator"].settings.secret_key,
+        sub=agent.name,
+        role="agent",
+        agent_id=agent.id,
+        ttl_seconds=tokens.AGENT_TTL_SECONDS,
+    )
+    return {**agent_views([agent], {agent.id: 0})[0], "token": token}
 
 
 @blp.route("/<agent_id>")

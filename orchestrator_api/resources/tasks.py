@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from orchestrator_api.auth import acting_agent
 from orchestrator_api.database import db
 from orchestrator_api.resources.common import parse_id
 from orchestrator_api.schemas.common import page_body
@@ -78,7 +79,8 @@ class TaskById(MethodView):
 @blp.response(200, TaskSchema)
 def start_task(body, task_id):
     """An agent starts a task assigned to it (ASSIGNED -> IN_PROGRESS)."""
-    task = service.start(db(), task_id=parse_id(task_id), agent_id=body.get("agent_id"))
+    actor = acting_agent(body.get("agent_id"))
+    task = service.start(db(), task_id=parse_id(task_id), agent_id=actor)
     return task_view(task)
 
 
@@ -87,8 +89,9 @@ def start_task(body, task_id):
 @blp.response(200, TaskSchema)
 def complete_task(body, task_id):
     """IN_PROGRESS -> COMPLETED, with a result; releases the tasks waiting on it."""
+    actor = acting_agent(body.get("agent_id"))
     task = service.complete(
-        db(), task_id=parse_id(task_id), result=body.get("result"), agent_id=body.get("agent_id")
+        db(), task_id=parse_id(task_id), result=body.get("result"), agent_id=actor
     )
     return task_view(task)
 
@@ -98,6 +101,7 @@ def complete_task(body, task_id):
 @blp.response(200, TaskSchema)
 def fail_task(body, task_id):
     """Back to PENDING while attempts remain and the error is retryable, else FAILED."""
+    body["agent_id"] = acting_agent(body.get("agent_id"))
     task = service.fail(db(), task_id=parse_id(task_id), **body)
     return task_view(task)
 
@@ -123,6 +127,7 @@ def assign_task(body, task_id):
 @blp.response(200, TaskSchema)
 def report_progress(body, task_id):
     """An agent reports progress; the task's run deadline moves on."""
+    body["agent_id"] = acting_agent(body.get("agent_id"))
     task = service.report_progress(db(), task_id=parse_id(task_id), **body)
     return task_view(task)
 

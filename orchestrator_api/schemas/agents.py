@@ -51,7 +51,9 @@ class AgentSchema(Schema):
 
 
 class RegisteredAgentSchema(AgentSchema):
-    token = fields.String(metadata={"description": "The agent's own token (when auth is on)"})
+    token = fields.String(
+        metadata={"description": "The agent's own token: role agent, with its agent_id"}
+    )
 
 
 class AgentPageSchema(Schema):

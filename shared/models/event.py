@@ -21,6 +21,7 @@ class OutboxEvent(Base):
             "id",
             postgresql_where="published_at IS NULL",
         ),
+        Index("ix_outbox_events_seq", "seq", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -28,3 +29,5 @@ class OutboxEvent(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The public event id: gapless and increasing in the order events are published.
+    seq: Mapped[int | None] = mapped_column(BigInteger)

@@ -25,7 +25,9 @@ def register(client, name="agent-1", **fields):
     body = {"name": name, "type": "BACKEND", "capabilities": ["CODE_GENERATION"], **fields}
     response = client.post("/api/v1/agents/register", json=body)
     assert response.status_code == 201, response.json
-    return response.json
+    agent = response.json
+    assert agent.pop("token")  # the agent's own token: tests/api/test_auth.py
+    return agent
 
 
 def make_task(client, session_id, **fields):

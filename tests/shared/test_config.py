@@ -83,3 +83,12 @@ def test_a_bad_variable_stops_the_process_with_one_line():
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "HEARTBEAT_TIMEOUT_SECONDS" in lines[0]
+
+
+def test_production_refuses_the_public_development_key():
+    from shared.config import DEVELOPMENT_SECRET_KEY
+
+    with pytest.raises(ConfigError, match="public development key"):
+        Settings.from_env(
+            {"ORCHESTRATOR_ENV": "production", "API_SECRET_KEY": DEVELOPMENT_SECRET_KEY}
+        )

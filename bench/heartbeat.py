@@ -1,0 +1,361 @@
+"""HTTP heartbeat throughput against `/health`, on the same gunicorn server in one run.
+
+The Procfile's `web` line runs on a database of its own; 200 agents register through the
+API; then `/health` (the floor: gunicorn, WSGI and routing, no database) and
+`POST /api/v1/agents/{id}/heartbeat` (rotating over the agents, each with its own token)
+are loaded with the same connections for the same time, in alternating rounds; the best
+round of each counts. Goal: heartbeat/health >= 0.6 with no non-2xx response.
+
+The headline uses the gunicorn setting in effect (gunicorn.conf.py, which reads
+WEB_CONCURRENCY and WEB_THREADS); the settings of BENCH_WEB_SWEEP follow for comparison.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import multiprocessing
+import os
+import re
+import runpy
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from unittest import mock
+from urllib.parse import urlsplit
+
+import requests
+
+from bench.common import ROOT, Result, benchmark_database
+from shared.config import Settings
+from shared.enums import AgentType, Capability
+
+AGENTS = 200
+SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+WARMUP_SECONDS = 2
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
+# Other gunicorn settings tried after the headline, as WORKERSxTHREADS.
+SWEEP = os.environ.get("BENCH_WEB_SWEEP", "1x16,2x8,3x8,4x4")
+GOAL_RATIO = 0.6
+# The limiter still counts every request, but never refuses one.
+UNLIMITED_RATE = "1000000/second"
+BIN = Path(sys.executable).parent
+WRK_SCRIPT = Path(__file__).with_name("requests.lua")
+
+
+@dataclass(frozen=True)
+class Load:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    errors: int
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds
+
+    def describe(self) -> str:
+        return (
+            f"{self.per_second:,.0f} req/s, p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, "
+            f"{self.non_2xx} non-2xx, {self.errors} socket errors"
+        )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The best round of each load on one gunicorn setting, and the failures of all."""
+
+    web: str
+    health: Load
+    heartbeat: Load
+    failed_requests: int
+
+    @property
+    def ratio(self) -> float:
+        return self.heartbeat.per_second / self.health.per_second
+
+
+def run() -> list[Result]:
+    use_wrk = wrk_available()
+    load = wrk_load if use_wrk else python_load
+    print(
+        f"  load: {'wrk' if use_wrk else 'Python'}, {CONNECTIONS} connections, "
+        f"{ROUNDS} rounds of {SECONDS} s each for /health and heartbeat"
+    )
+    settings_to_try = [None, *(tuple(map(int, s.split("x"))) for s in SWEEP.split(",") if s)]
+    comparisons: list[Comparison] = []
+    with benchmark_database("heartbeat") as settings, tempfile.TemporaryDirectory() as tmp:
+        health_file = write_requests(Path(tmp, "health"), [("GET", "/health", "", "")])
+        heartbeat_file = Path(tmp, "heartbeat")
+        for web_setting in settings_to_try:
+            with web_server(settings, web_setting) as (base_url, label):
+                if not heartbeat_file.exists():
+                    write_requests(heartbeat_file, heartbeat_requests(register_agents(base_url)))
+                load(base_url, heartbeat_file, WARMUP_SECONDS)
+                rounds = [
+                    (load(base_url, health_file, SECONDS), load(base_url, heartbeat_file, SECONDS))
+                    for _ in range(ROUNDS)
+                ]
+            healths, heartbeats = zip(*rounds, strict=True)
+            failed = sum(load.non_2xx + load.errors for load in healths + heartbeats)
+            comparison = Comparison(label, fastest(healths), fastest(heartbeats), failed)
+            comparisons.append(comparison)
+            print(f"  web {label}, best rounds:\n    /health   {comparison.health.describe()}")
+            print(f"    heartbeat {comparison.heartbeat.describe()}")
+    print_sweep(comparisons)
+    headline = comparisons[0]
+    return [
+        Result(
+            benchmark=f"heartbeat (web {headline.web})",
+            measured=f"{headline.heartbeat.per_second:,.0f} heartbeats/s, "
+            f"p50 {headline.heartbeat.p50_ms:.1f} ms, p99 {headline.heartbeat.p99_ms:.1f} ms",
+            floor=f"/health {headline.health.per_second:,.0f} req/s",
+            goal=f"heartbeat/health >= {GOAL_RATIO}: {headline.ratio:.2f}; "
+            f"non-2xx + socket errors = 0: {headline.failed_requests}",
+            met=headline.ratio >= GOAL_RATIO and headline.failed_requests == 0,
+        )
+    ]
+
+
+def fastest(loads: tuple[Load, ...]) -> Load:
+    return max(loads, key=lambda load: load.per_second)
+
+
+def print_sweep(comparisons: list[Comparison]) -> None:
+    print(
+        "\n| web (workers x threads) | /health req/s | heartbeats/s | ratio "
+        "| heartbeat p50 / p99 ms | failed requests |\n|---|--:|--:|--:|--:|--:|"
+    )
+    for c in comparisons:
+        print(
+            f"| {c.web} | {c.health.per_second:,.0f} | {c.heartbeat.per_second:,.0f} "
+            f"| {c.ratio:.2f} | {c.heartbeat.p50_ms:.0f} / {c.heartbeat.p99_ms:.0f} "
+            f"| {c.failed_requests} |"
+        )
+    best = max(comparisons, key=lambda c: c.heartbeat.per_second)
+    print(f"\n  most heartbeats/s: web {best.web}")
+
+
+# --- the server -------------------------------------------------------------------------
+
+
+@contextmanager
+def web_server(settings: Settings, workers_threads: tuple[int, int] | None) -> Iterator[tuple]:
+    """The Procfile's `web` process; yields its base URL and its `WORKERSxTHREADS` label."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "LOG_LEVEL": "WARNING",
+        "ORCHESTRATOR_ENV": "development",  # agents register without a token
+        "RATE_LIMIT": UNLIMITED_RATE,
+        "PORT": str(port),
+    }
+    if workers_threads:
+        env.update(WEB_CONCURRENCY=str(workers_threads[0]), WEB_THREADS=str(workers_threads[1]))
+    label = gunicorn_setting(env) + ("" if workers_threads else " in effect")
+    base_url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen(
+            ["bash", "-c", "exec " + procfile_web_command()],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_until_ready(base_url, server, log)
+            yield base_url, label
+        finally:
+            stop(server)
+
+
+def procfile_web_command() -> str:
+    procfile = (ROOT / "Procfile").read_text()
+    return re.search(r"^web:(.*)$", procfile, re.MULTILINE).group(1).strip()
+
+
+def gunicorn_setting(env: dict[str, str]) -> str:
+    with mock.patch.dict(os.environ, env, clear=True):
+        config = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    return f"{config['workers']}x{config['threads']}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_ready(base_url: str, server: subprocess.Popen, log, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"gunicorn exited:\n{log.read().decode(errors='replace')}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/ready", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"gunicorn did not become ready within {timeout} s")
+
+
+def stop(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+# --- the requests -----------------------------------------------------------------------
+
+
+def register_agents(base_url: str) -> list[tuple[str, str]]:
+    """Their ids and tokens (empty when the API hands out none)."""
+    types, capabilities = list(AgentType), list(Capability)
+    with requests.Session() as http:
+        agents = []
+        for n in range(AGENTS):
+            body = {
+                "name": f"bench-agent-{n}",
+                "type": types[n % len(types)],
+                "capabilities": [capabilities[n % len(capabilities)]],
+                "max_concurrent_tasks": 10,
+            }
+            response = http.post(f"{base_url}/api/v1/agents/register", json=body, timeout=10)
+            response.raise_for_status()
+            registered = response.json()
+            agents.append((registered["id"], registered.get("token", "")))
+    return agents
+
+
+def heartbeat_requests(agents: list[tuple[str, str]]) -> list[tuple[str, str, str, str]]:
+    """One heartbeat an agent, with its token; loads stay below 100 so none turns BUSY."""
+    return [
+        ("POST", f"/api/v1/agents/{agent_id}/heartbeat", token, f'{{"current_load": {n % 100}}}')
+        for n, (agent_id, token) in enumerate(agents)
+    ]
+
+
+def write_requests(path: Path, requests_: list[tuple[str, str, str, str]]) -> Path:
+    """One request a line: method, path, bearer token, body, separated by tabs."""
+    path.write_text("".join("\t".join(request) + "\n" for request in requests_))
+    return path
+
+
+# --- the load generators ----------------------------------------------------------------
+
+
+def wrk_available() -> bool:
+    """wrk, installed with apt-get when missing and possible (BENCH_LOADER=python skips)."""
+    if os.environ.get("BENCH_LOADER") == "python":
+        return False
+    if not shutil.which("wrk") and os.geteuid() == 0 and shutil.which("apt-get"):
+        print("installing wrk with apt-get ...")
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-q", "wrk"]
+        if subprocess.run(install, env=env, **quiet).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env, **quiet)
+            subprocess.run(install, env=env, **quiet)
+    if shutil.which("wrk"):
+        return True
+    print("wrk is not available: falling back to the Python load generator")
+    return False
+
+
+def wrk_load(base_url: str, request_file: Path, seconds: int) -> Load:
+    """One wrk thread; the Lua script rotates over the requests and counts non-2xx."""
+    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s"]
+    command += ["-s", str(WRK_SCRIPT), base_url, "--", str(request_file)]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return Load(**json.loads(output.strip().splitlines()[-1]))
+
+
+def python_load(base_url: str, request_file: Path, seconds: int) -> Load:
+    """Processes of threads, one keep-alive connection a thread. It needs more CPU than
+    wrk, which leaves less to the server: its figures are lower."""
+    lines = [line.split("\t") for line in request_file.read_text().splitlines()]
+    processes = min(CONNECTIONS, 2 * (os.cpu_count() or 1))
+    shares = [CONNECTIONS // processes + (n < CONNECTIONS % processes) for n in range(processes)]
+    with multiprocessing.Pool(processes) as pool:
+        parts = pool.starmap(
+            _drive_connections,
+            [(base_url, lines, share, seconds, n * share) for n, share in enumerate(shares)],
+        )
+    latencies = sorted(ms for part in parts for ms in part[0])
+    percentiles = statistics.quantiles(latencies, n=100)
+    return Load(
+        requests=len(latencies),
+        seconds=max(part[3] for part in parts),
+        p50_ms=percentiles[49],
+        p99_ms=percentiles[98],
+        non_2xx=sum(part[1] for part in parts),
+        errors=sum(part[2] for part in parts),
+    )
+
+
+def _drive_connections(base_url: str, lines: list, connections: int, seconds: int, first: int):
+    address = urlsplit(base_url)
+    deadline = time.monotonic() + seconds
+    outcomes: list[tuple[list[float], int, int]] = []
+
+    def client(start: int) -> None:
+        latencies, non_2xx, errors = [], 0, 0
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+        index = start
+        while time.monotonic() < deadline:
+            method, path, token, body = lines[index % len(lines)]
+            index += 1
+            headers = {"Content-Type": "application/json"} if body else {}
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            began = time.perf_counter()
+            try:
+                connection.request(method, path, body or None, headers)
+                response = connection.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException):
+                errors += 1
+                connection.close()
+                continue
+            latencies.append((time.perf_counter() - began) * 1000)
+            non_2xx += not 200 <= response.status < 300
+        connection.close()
+        outcomes.append((latencies, non_2xx, errors))
+
+    began = time.perf_counter()
+    clients = [threading.Thread(target=client, args=(first + n,)) for n in range(connections)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    return (
+        [ms for outcome in outcomes for ms in outcome[0]],
+        sum(outcome[1] for outcome in outcomes),
+        sum(outcome[2] for outcome in outcomes),
+        elapsed,
+    )

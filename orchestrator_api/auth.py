@@ -1,0 +1,217 @@
+"""Who may call what under /api/v1 (CONTRACT section 7).
+
+A before_request hook verifies the bearer token (shared/tokens.py), keeps the principal on
+`flask.g`, and applies the role table:
+
+- admin, operator: every /api/v1 route;
+- viewer: GET (and HEAD, OPTIONS) only;
+- agent with `agent_id`: its own agent (GET, DELETE, heartbeat, its tasks), the tasks
+  assigned to it (GET, start, complete, fail, progress) and `GET /tasks?agent_id=<own>`;
+- agent without `agent_id`: `POST /api/v1/agents/register` only.
+
+Without a token: 401 in production; in development, an anonymous principal with the rights
+of an admin. A token that is sent must be valid in both modes. `authenticate` is the
+check itself, for callers other than this hook (WebSockets).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from apispec import BasePlugin
+from flask import Flask, Response, current_app, g, request
+from sqlalchemy import select
+
+from orchestrator_api.database import db
+from orchestrator_api.errors import error_response
+from shared import tokens
+from shared.config import Settings
+from shared.errors import Forbidden, Unauthorized
+from shared.models import Task
+
+API_PREFIX = "/api/v1"
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+FULL_ACCESS_ROLES = frozenset({"admin", "operator"})
+
+# An agent with agent_id: routes on its own agent (path parameter `agent_id`) ...
+AGENT_SELF_ENDPOINTS = frozenset({"agents.AgentById", "agents.heartbeat", "agents.agent_tasks"})
+# ... and routes on a task, allowed when the task is assigned to it (path `task_id`).
+AGENT_TASK_ENDPOINTS = frozenset(
+    {
+        "tasks.TaskById",
+        "tasks.start_task",
+        "tasks.complete_task",
+        "tasks.fail_task",
+        "tasks.report_progress",
+    }
+)
+AGENT_TASK_LIST_ENDPOINT = "tasks.Tasks"
+REGISTER_ENDPOINT = "agents.register_agent"
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str
+    sub: str | None = None  # None: anonymous (development without a token)
+    agent_id: uuid.UUID | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        return self.sub is None
+
+
+ANONYMOUS = Principal(role="admin")
+
+
+def is_api_path(path: str) -> bool:
+    return path == API_PREFIX or path.startswith(API_PREFIX + "/")
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None when none was sent."""
+    if header is None or not header.strip():
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("The Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+def authenticate(token: str, settings: Settings | None = None) -> Principal:
+    """The principal of a token, or Unauthorized. For any transport (HTTP, WebSocket)."""
+    settings = settings or current_app.extensions["orchestrator"].settings
+    claims = tokens.verify(token, key=settings.secret_key)
+    return Principal(role=claims.role, sub=claims.sub, agent_id=claims.agent_id)
+
+
+def request_principal() -> Principal | None:
+    """The principal of this request's token, verified once per request (the rate limiter
+    asks first); None without a token; Unauthorized for a bad one."""
+    if "auth_result" not in g:
+        try:
+            token = bearer_token(request.headers.get("Authorization"))
+            g.auth_result = authenticate(token) if token else None
+        except Unauthorized as exc:
+            g.auth_result = exc
+    if isinstance(g.auth_result, Unauthorized):
+        raise Unauthorized(g.auth_result.message)
+    return g.auth_result
+
+
+def current_principal() -> Principal:
+    """The caller of the running /api/v1 view (set by the hook)."""
+    return g.principal
+
+
+def acting_agent(claimed: uuid.UUID | None) -> uuid.UUID | None:
+    """The agent a task lifecycle call acts as: an agent token's own agent (a different
+    `agent_id` in the body is refused), else the optional `agent_id` of the body."""
+    principal = current_principal()
+    if principal.role != "agent":
+        return claimed
+    if claimed is not None and claimed != principal.agent_id:
+        raise Forbidden("An agent token acts as its own agent; agent_id must be omitted or match")
+    return principal.agent_id
+
+
+def _unauthorized(message: str) -> Response:
+    return error_response(
+        401, "UNAUTHORIZED", message, headers={"WWW-Authenticate": 'Bearer realm="orchestrator"'}
+    )
+
+
+def check_request() -> Response | None:
+    if not is_api_path(request.path):
+        return None
+    try:
+        principal = request_principal()
+    except Unauthorized as exc:
+        return _unauthorized(exc.message)
+    if principal is None:
+        if current_app.extensions["orchestrator"].settings.is_production:
+            return _unauthorized("A bearer token is required")
+        principal = ANONYMOUS
+    g.principal = principal
+    if request.routing_exception is not None:
+        return None  # the router answers: 404 or 405
+    try:
+        authorize(principal)
+    except Forbidden as exc:
+        return error_response(403, "FORBIDDEN", exc.message)
+    return None
+
+
+def authorize(principal: Principal) -> None:
+    """Forbidden unless the role table lets the principal call this route."""
+    if principal.role in FULL_ACCESS_ROLES:
+        return
+    if principal.role == "viewer":
+        if request.method not in READ_METHODS:
+            raise Forbidden("A viewer token may only read")
+        return
+    endpoint = request.endpoint
+    if principal.agent_id is None:
+        if endpoint != REGISTER_ENDPOINT:
+            raise Forbidden("An agent token without agent_id may only register an agent")
+        return
+    if not _agent_may(principal.agent_id, endpoint, request.view_args or {}):
+        raise Forbidden("An agent token may only act on its own agent and its own tasks")
+
+
+def _agent_may(agent_id: uuid.UUID, endpoint: str | None, args: dict) -> bool:
+    if endpoint in AGENT_SELF_ENDPOINTS:
+        return _uuid(args.get("agent_id")) == agent_id
+    if endpoint in AGENT_TASK_ENDPOINTS:
+        task_id = _uuid(args.get("task_id"))
+        if task_id is None:
+            return True  # the view answers 400 for a malformed id
+        row = db().execute(select(Task.assigned_agent_id).where(Task.id == task_id)).first()
+        # an unknown task: the view answers 404; the service checks again under the lock
+        return row is None or row.assigned_agent_id == agent_id
+    if endpoint == AGENT_TASK_LIST_ENDPOINT and request.method in READ_METHODS:
+        return _uuid(request.args.get("agent_id")) == agent_id
+    return False
+
+
+def _uuid(raw: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def register(app: Flask) -> None:
+    app.before_request(check_request)
+
+
+SECURITY_SCHEME = "bearerAuth"
+# flask-smorest registers a response component, with the error body, for every status
+ERROR_RESPONSES = {"401": "UNAUTHORIZED", "403": "FORBIDDEN", "429": "TOO_MANY_REQUESTS"}
+
+
+class BearerAuthPlugin(BasePlugin):
+    """OpenAPI: the bearer scheme, and on every /api/v1 operation its security and the
+    401, 403 and 429 answers."""
+
+    def init_spec(self, spec) -> None:
+        super().init_spec(spec)
+        spec.components.security_scheme(
+            SECURITY_SCHEME,
+            {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "An HS256 JWT with the claims sub, role, exp, iat (and agent_id "
+                "for an agent); `orchestrator token` mints one. Optional in development.",
+            },
+        )
+
+    def operation_helper(self, path=None, operations=None, **kwargs) -> None:
+        if not path or not is_api_path(path):
+            return
+        for operation in (operations or {}).values():
+            operation.setdefault("security", [{SECURITY_SCHEME: []}])
+            responses = operation.setdefault("responses", {})
+            for status, name in ERROR_RESPONSES.items():
+                responses.setdefault(status, name)

@@ -1,0 +1,367 @@
+"""The WebSocket gateway (CONTRACT section 9): five streams served by flask-sock.
+
+One `Hub` per web process reads the Redis Stream of events (no Redis connection per
+client) and offers each event to the subscriptions that want it; each socket has a
+bounded queue, so a client that does not read is disconnected instead of slowing the
+others. Ids are gapless: a gap in the stream (an XADD lost to a crash or a Redis restart)
+is filled from PostgreSQL, which also serves `?last_event_id=` resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis as redis_lib
+from flask import Blueprint, current_app, request
+from flask_sock import Sock
+from sqlalchemy import func, select
+
+from shared import relay
+from shared.models import Agent, Task, WorkSession
+
+log = logging.getLogger(__name__)
+
+# Per socket: room for a burst as large as the relay's retention window.
+BUFFER_SIZE = 10000
+GOING_AWAY_CLOSE = 1001
+SLOW_CLIENT_CLOSE = 1013
+NOT_FOUND_CLOSE = 4404
+BAD_REQUEST_CLOSE = 4400
+# How long a send may block on a client that does not read before the socket is dropped.
+SEND_TIMEOUT_SECONDS = float(os.environ.get("WS_SEND_TIMEOUT_SECONDS", "10"))
+SEND_BUFFER_BYTES = 64 * 1024
+
+blp = Blueprint("ws", __name__)
+sock = Sock()
+Filter = Callable[[dict], bool]
+
+
+@dataclass(eq=False)
+class Subscription:
+    wants: Filter
+    queue: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=BUFFER_SIZE))
+    overflowed: bool = False
+
+    def offer(self, message: dict) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(message)
+        except queue.Full:
+            self.overflowed = True
+
+
+class Hub:
+    """Per process: one stream reader and one health ticker feeding every socket."""
+
+    def __init__(self, ext) -> None:
+        self.ext = ext
+        self.settings = ext.settings
+        self.redis = redis_lib.Redis.from_url(
+            ext.settings.redis_url, socket_timeout=5, socket_connect_timeout=2
+        )
+        self.subscriptions: set[Subscription] = set()
+        self.system_subscriptions: set[Subscription] = set()
+        self.lock = threading.Lock()
+        self.last_seq = relay.latest_seq(ext.database)
+        self.health: dict | None = None
+        self.stopped = threading.Event()
+        self.closing = threading.Event()  # set on shutdown: sockets close with 1001
+        threading.Thread(target=self._read_stream, name="ws-hub-reader", daemon=True).start()
+        threading.Thread(target=self._tick_health, name="ws-hub-health", daemon=True).start()
+
+    def subscribe(self, wants: Filter, *, system: bool = False) -> Subscription:
+        subscription = Subscription(wants)
+        with self.lock:
+            (self.system_subscriptions if system else self.subscriptions).add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self.lock:
+            self.subscriptions.discard(subscription)
+            self.system_subscriptions.discard(subscription)
+
+    def connections(self) -> int:
+        return len(self.subscriptions) + len(self.system_subscriptions)
+
+    def _dispatch(self, message: dict) -> None:
+        with self.lock:
+            targets = [s for s in self.subscriptions if s.wants(message)]
+        for subscription in targets:
+            subscription.offer(message)
+
+    def _catch_up(self, before: int | None = None) -> None:
+        """Deliver from PostgreSQL what the stream did not carry, up to `before`."""
+        for message in relay.events_since(self.ext.database, self.last_seq, before):
+            self._dispatch(message)
+            self.last_seq = int(message["id"])
+
+    def _read_stream(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                response = self.redis.xread(
+                    {relay.STREAM_KEY: f"{self.last_seq}-0"}, block=1000, count=500
+                )
+            except redis_lib.RedisError as exc:
+                log.warning("event stream unavailable (%s); reading from the database", exc)
+                response = None
+                self.stopped.wait(0.5)
+            try:
+                if not response:
+                    self._catch_up()
+                    continue
+                for stream_id, fields in response[0][1]:
+                    seq = int(stream_id.split(b"-")[0])
+                    if seq <= self.last_seq:
+                        continue
+                    if seq > self.last_seq + 1:
+                        self._catch_up(before=seq)
+                    self._dispatch(json.loads(fields[b"m"]))
+                    self.last_seq = seq
+            except Exception:
+                log.exception("event fan-out failed; retrying")
+                self.stopped.wait(1.0)
+
+    def _tick_health(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                self.health = system_health(self.ext)
+                with self.lock:
+                    targets = list(self.system_subscriptions)
+                for subscription in targets:
+                    subscription.offer(self.health)
+            except Exception:
+                log.exception("system health tick failed")
+            self.stopped.wait(self.settings.system_event_interval_seconds)
+
+    def current_health(self) -> dict:
+        return self.health or system_health(self.ext)
+
+
+def system_health(ext) -> dict:
+    payload: dict = {"database": "ok", "redis": "ok", "workers": 0, "counts": {}}
+    try:
+        with ext.database.session() as db:
+            for name, model in (("sessions", WorkSession), ("agents", Agent), ("tasks", Task)):
+                rows = db.execute(select(model.status, func.count()).group_by(model.status))
+                payload["counts"][name] = {str(s): n for s, n in rows}
+    except Exception:
+        payload["database"] = "unavailable"
+    try:
+        ext.redis.ping()
+    except redis_lib.RedisError:
+        payload["redis"] = "unavailable"
+    if payload["redis"] == "ok":
+        try:
+            payload["workers"] = len(ext.celery.control.ping(timeout=0.5) or [])
+        except Exception:
+            payload["workers"] = 0
+    healthy = payload["database"] == payload["redis"] == "ok" and payload["workers"] > 0
+    payload["status"] = "ok" if healthy else "degraded"
+    now = time.time()
+    return {
+        "id": f"system-{int(now * 1000)}",
+        "type": "system.health",
+        "payload": payload,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + "Z",
+    }
+
+
+_hub_lock = threading.Lock()
+
+
+def hub() -> Hub:
+    ext = current_app.extensions["orchestrator"]
+    with _hub_lock:
+        if ext.hub is None:
+            ext.hub = Hub(ext)
+        return ext.hub
+
+
+# Which events each stream carries.
+def _session_events(message: dict) -> bool:
+    return message["type"].startswith(("session.", "task."))
+
+
+def _for_session(session_id: str) -> Filter:
+    return lambda m: _session_events(m) and m["payload"].get("session_id") == session_id
+
+
+def _agent_events(message: dict) -> bool:
+    return message["type"].startswith("agent.")
+
+
+def _for_agent(agent_id: str) -> Filter:
+    def wants(message: dict) -> bool:
+        if message["payload"].get("agent_id") != agent_id:
+            return False
+        return _agent_events(message) or message["type"] in ("task.assigned", "task.status_changed")
+
+    return wants
+
+
+def _exists(model, raw_id: str) -> bool | None:
+    """True/False, or None for a malformed id."""
+    try:
+        entity_id = uuid.UUID(raw_id)
+    except ValueError:
+        return None
+    with current_app.extensions["orchestrator"].database.session() as db:
+        return db.get(model, entity_id) is not None
+
+
+def _serve(ws, wants: Filter) -> None:
+    """Resume from ?last_event_id= if given, then the live stream, until the client goes."""
+    events_hub = hub()
+    # Everything published after the handshake has a larger id than what the hub has
+    # already fanned out; what is fanned out before the subscription below is read back.
+    connected_at = events_hub.last_seq
+    subscription = events_hub.subscribe(wants)
+    try:
+        _bound_socket(ws)
+        last_event_id = request.args.get("last_event_id")
+        floor = _resume(ws, wants, last_event_id, connected_at)
+        _pump(ws, events_hub, subscription, floor)
+    finally:
+        events_hub.unsubscribe(subscription)
+
+
+def _bound_socket(ws) -> None:
+    """A client that stops reading costs a bounded kernel buffer and, once that is full,
+    blocks only its own thread until the send times out and the socket is dropped."""
+    ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+    ws.sock.settimeout(SEND_TIMEOUT_SECONDS)
+
+
+def _pump(ws, events_hub: Hub, subscription: Subscription, floor: int = 0) -> None:
+    """Send what the subscription receives until the client goes, the client is too slow,
+    or the process shuts down (then the client gets a 1001 close and reconnects)."""
+    while True:
+        if subscription.overflowed:
+            ws.close(SLOW_CLIENT_CLOSE, "client too slow: event buffer full")
+            return
+        if events_hub.closing.is_set():
+            ws.close(GOING_AWAY_CLOSE, "server shutting down; reconnect with last_event_id")
+            return
+        try:
+            message = subscription.queue.get(timeout=0.25)
+        except queue.Empty:
+            message = None
+        if message is not None and (floor == 0 or _seq(message) > floor):
+            ws.send(json.dumps(message))
+        _answer_client(ws)
+
+
+def _seq(message: dict) -> int:
+    return int(message["id"]) if message["id"].isdigit() else 0
+
+
+def _resume(ws, wants: Filter, last_event_id: str | None, connected_at: int) -> int:
+    """Send the events after `last_event_id` (or after the connection, without one);
+    returns the newest id already covered."""
+    after = connected_at
+    if last_event_id is not None:
+        try:
+            after = int(last_event_id)
+            if after < 0:
+                raise ValueError
+        except ValueError:
+            _send_error(ws, "last_event_id must be an event id as received; streaming live only")
+            after = connected_at
+            last_event_id = None
+    database = current_app.extensions["orchestrator"].database
+    oldest = relay.oldest_seq(database) if last_event_id is not None else 0
+    if oldest and after < oldest - 1:
+        ws.send(
+            json.dumps(
+                {
+                    "id": str(after),
+                    "type": "events.dropped",
+                    "payload": {
+                        "last_event_id": str(after),
+                        "oldest_available_id": str(oldest),
+                        "message": "Events before the oldest available were dropped",
+                    },
+                    "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+            )
+        )
+    covered = after
+    for message in relay.events_since(database, after):
+        covered = int(message["id"])
+        if wants(message):
+            ws.send(json.dumps(message))
+    return covered
+
+
+def _answer_client(ws) -> None:
+    """Clients need send nothing; a "ping" gets a "pong", anything else an error frame."""
+    incoming = ws.receive(timeout=0)
+    if incoming is None:
+        return
+    if isinstance(incoming, str) and incoming.strip().lower() in ("ping", '{"type": "ping"}'):
+        ws.send(json.dumps({"type": "pong"}))
+    else:
+        _send_error(ws, "Messages from clients are not understood; this stream is one-way")
+
+
+def _send_error(ws, text_message: str) -> None:
+    ws.send(json.dumps({"type": "error", "payload": {"message": text_message}}))
+
+
+@sock.route("/ws/sessions", bp=blp)
+def all_sessions(ws):
+    _serve(ws, _session_events)
+
+
+@sock.route("/ws/sessions/<session_id>", bp=blp)
+def one_session(ws, session_id):
+    found = _exists(WorkSession, session_id)
+    if not found:
+        code = BAD_REQUEST_CLOSE if found is None else NOT_FOUND_CLOSE
+        ws.close(code, f"session {session_id} not found"[:120])
+        return
+    _serve(ws, _for_session(session_id))
+
+
+@sock.route("/ws/agents", bp=blp)
+def all_agents(ws):
+    _serve(ws, _agent_events)
+
+
+@sock.route("/ws/agents/<agent_id>", bp=blp)
+def one_agent(ws, agent_id):
+    found = _exists(Agent, agent_id)
+    if not found:
+        code = BAD_REQUEST_CLOSE if found is None else NOT_FOUND_CLOSE
+        ws.close(code, f"agent {agent_id} not found"[:120])
+        return
+    _serve(ws, _for_agent(agent_id))
+
+
+@sock.route("/ws/system", bp=blp)
+def system(ws):
+    events_hub = hub()
+    subscription = events_hub.subscribe(lambda m: True, system=True)
+    try:
+        _bound_socket(ws)
+        ws.send(json.dumps(events_hub.current_health()))
+        _pump(ws, events_hub, subscription)
+    finally:
+        events_hub.unsubscribe(subscription)
+
+
+def register(app) -> None:
+    # Ping frames find dead peers and clients that stopped reading: no pong, closed (1008).
+    ping_interval = float(os.environ.get("WS_PING_INTERVAL_SECONDS", "20"))
+    app.config.setdefault("SOCK_SERVER_OPTIONS", {"ping_interval": ping_interval})
+    app.register_blueprint(blp)

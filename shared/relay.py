@@ -1,0 +1,159 @@
+"""The outbox relay: publishes committed events to a Redis Stream, once, in order.
+
+One relay at a time (a PostgreSQL advisory lock) claims unpublished outbox rows, gives
+them the next gapless sequence numbers (the public event ids) and commits, then adds them
+to the stream with those ids. If the process dies between the commit and the XADD, or
+Redis is away, the events are still in PostgreSQL with their ids: readers notice the gap
+(ids are gapless) and read the missing events from the database, so nothing is lost and
+nothing is delivered twice.
+
+Every web process runs a relay thread that polls for unpublished rows; a beat job runs
+the same `publish_once` as a safety net.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import UTC
+
+import redis as redis_lib
+from sqlalchemy import text
+
+from shared.db import Database
+
+log = logging.getLogger(__name__)
+
+STREAM_KEY = "orchestrator:events"
+LOCK_KEY = 0x0E7E_0001
+BATCH = 1000
+
+_CLAIM_SQL = text(
+    """
+    WITH next AS (
+        SELECT id, row_number() OVER (ORDER BY id) AS n
+        FROM outbox_events WHERE published_at IS NULL ORDER BY id LIMIT :batch
+    ), base AS (
+        SELECT coalesce(max(seq), 0) AS last FROM outbox_events
+    )
+    UPDATE outbox_events AS o SET seq = base.last + next.n, published_at = now()
+    FROM next, base
+    WHERE o.id = next.id
+    RETURNING o.seq, o.type, o.payload, o.created_at
+    """
+)
+
+_SINCE_SQL = text(
+    """
+    SELECT seq, type, payload, created_at FROM outbox_events
+    WHERE seq > :after AND seq < :before ORDER BY seq LIMIT :limit
+    """
+)
+
+
+def message(seq: int, event_type: str, payload: dict, created_at) -> dict:
+    timestamp = created_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return {"id": str(seq), "type": event_type, "payload": payload, "timestamp": timestamp}
+
+
+def publish_once(database: Database, redis: redis_lib.Redis, *, retention: int) -> int:
+    """Publish what is unpublished; returns how many events. 0 if another relay is busy."""
+    with database.engine.connect() as connection:
+        if not connection.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}):
+            connection.rollback()
+            return 0
+        connection.commit()
+        try:
+            rows = connection.execute(_CLAIM_SQL, {"batch": BATCH}).all()
+            connection.commit()
+            if rows:
+                _add_to_stream(redis, rows, retention=retention)
+            return len(rows)
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+            connection.commit()
+
+
+def _add_to_stream(redis: redis_lib.Redis, rows, *, retention: int) -> None:
+    try:
+        pipe = redis.pipeline(transaction=False)
+        for row in rows:
+            body = json.dumps(message(row.seq, row.type, row.payload, row.created_at))
+            pipe.xadd(
+                STREAM_KEY,
+                {"m": body},
+                id=f"{row.seq}-0",
+                maxlen=retention,
+                approximate=True,
+            )
+        for result in pipe.execute(raise_on_error=False):
+            if isinstance(result, Exception):
+                log.warning("event not added to the stream (readers backfill it): %s", result)
+    except redis_lib.RedisError as exc:
+        log.warning("redis unavailable, %d events wait in the outbox: %s", len(rows), exc)
+
+
+def events_since(database: Database, after: int, before: int | None = None, limit: int = 10000):
+    """Published events with after < seq < before, oldest first, as messages."""
+    with database.engine.connect() as connection:
+        rows = connection.execute(
+            _SINCE_SQL, {"after": after, "before": before or 2**62, "limit": limit}
+        ).all()
+    return [message(r.seq, r.type, r.payload, r.created_at) for r in rows]
+
+
+def latest_seq(database: Database) -> int:
+    with database.engine.connect() as connection:
+        return connection.scalar(text("SELECT coalesce(max(seq), 0) FROM outbox_events"))
+
+
+def oldest_seq(database: Database) -> int:
+    with database.engine.connect() as connection:
+        return connection.scalar(text("SELECT coalesce(min(seq), 0) FROM outbox_events"))
+
+
+def prune(database: Database, *, retention: int) -> int:
+    """Forget published events older than the newest `retention`."""
+    with database.transaction() as db:
+        result = db.execute(
+            text(
+                "DELETE FROM outbox_events WHERE seq IS NOT NULL AND seq <= "
+                "(SELECT max(seq) FROM outbox_events) - :keep"
+            ),
+            {"keep": retention},
+        )
+        return result.rowcount
+
+
+class RelayThread(threading.Thread):
+    """Polls for unpublished events and publishes them (one per web process)."""
+
+    def __init__(
+        self, database: Database, redis: redis_lib.Redis, *, retention: int, interval: float = 0.02
+    ) -> None:
+        super().__init__(name="outbox-relay", daemon=True)
+        self.database = database
+        self.redis = redis
+        self.retention = retention
+        self.interval = interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        published_since_prune = 0
+        while not self.stopped.is_set():
+            try:
+                published = publish_once(self.database, self.redis, retention=self.retention)
+                published_since_prune += published
+                if published_since_prune > self.retention // 10:
+                    prune(self.database, retention=self.retention)
+                    published_since_prune = 0
+            except Exception:
+                log.exception("outbox relay failed; retrying")
+                published = 0
+                self.stopped.wait(1.0)
+            if published < BATCH:
+                self.stopped.wait(self.interval)
+
+    def stop(self) -> None:
+        self.stopped.set()

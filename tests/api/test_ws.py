@@ -1,0 +1,300 @@
+"""The five WebSocket streams over a real gunicorn server, fed by the outbox relay, with a
+real Celery worker doing the assignments (CONTRACT section 9)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+
+import pytest
+import requests
+from simple_websocket import Client, ConnectionClosed
+from sqlalchemy import text
+
+from tests.conftest import empty_tables, wait_for
+from tests.test_processes import free_port, start, stop, wait_for_http
+
+
+class Stream:
+    """A WebSocket client that collects what it receives."""
+
+    def __init__(self, base: str, path: str):
+        self.client = Client.connect(base.replace("http", "ws") + path)
+        self.messages: list[dict] = []
+
+    def receive_until(self, predicate, timeout: float = 10.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while not predicate(self.messages):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"not received in {timeout}s; got {self.types()}")
+            raw = self.client.receive(timeout=min(remaining, 0.5))
+            if raw is not None:
+                self.messages.append(json.loads(raw))
+        return self.messages
+
+    def wait_types(self, *types: str, timeout: float = 10.0) -> list[dict]:
+        wanted = list(types)
+        self.receive_until(lambda ms: all(t in [m["type"] for m in ms] for t in wanted), timeout)
+        return self.messages
+
+    def types(self) -> list[str]:
+        return [m["type"] for m in self.messages]
+
+    def ids(self) -> list[int]:
+        return [int(m["id"]) for m in self.messages if m["type"] not in ("error", "pong")]
+
+    def close(self):
+        self.client.close()
+
+
+# A live server runs through the module: its tables are not emptied between tests (event
+# ids only grow; truncating the outbox under a running relay would reset them).
+pytestmark = pytest.mark.shared_data
+
+
+def assert_contract_format(message: dict) -> None:
+    assert set(message) == {"id", "type", "payload", "timestamp"}
+    assert isinstance(message["id"], str) and message["timestamp"].endswith("Z")
+    assert isinstance(message["payload"], dict)
+
+
+@pytest.fixture(scope="module")
+def live(settings, database, celery_worker):
+    empty_tables(database)  # once, before the server starts
+    port = free_port()
+    web = start(
+        "web", settings, PORT=str(port), SYSTEM_EVENT_INTERVAL_SECONDS="1", WEB_THREADS="32"
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base}/ready", web)
+        yield base
+    finally:
+        stop(web)
+
+
+def post(base, path, body=None):
+    response = requests.post(f"{base}{path}", json=body or {}, timeout=10)
+    assert response.status_code < 300, response.text
+    return response.json() if response.content else None
+
+
+def test_each_stream_gets_its_events(live):
+    sessions = Stream(live, "/ws/sessions")
+    agents = Stream(live, "/ws/agents")
+    session = post(live, "/api/v1/sessions", {"title": "streamed"})
+    one_session = Stream(live, f"/ws/sessions/{session['id']}")
+    agent = post(
+        live,
+        "/api/v1/agents/register",
+        {
+            "name": f"ws-{uuid.uuid4()}",
+            "type": "BACKEND",
+            "capabilities": ["CODE_GENERATION", "SYSTEM_DESIGN", "TESTING", "CODE_REVIEW"],
+        },
+    )
+    one_agent = Stream(live, f"/ws/agents/{agent['id']}")
+    post(live, f"/api/v1/sessions/{session['id']}/start")
+    task = post(live, "/api/v1/tasks", {"session_id": session["id"], "title": "t"})
+
+    # the worker assigns it: the agent hears without polling
+    assigned = one_agent.wait_types("task.assigned")
+    event = next(m for m in assigned if m["type"] == "task.assigned")
+    assert event["payload"]["task_id"] == task["id"]
+    assert event["payload"]["agent_id"] == agent["id"]
+    post(live, f"/api/v1/agents/{agent['id']}/heartbeat", {"current_load": 20})
+    post(live, f"/api/v1/tasks/{task['id']}/start")
+    post(live, f"/api/v1/tasks/{task['id']}/complete", {"result": {}})
+    parent = post(
+        live,
+        "/api/v1/tasks",
+        {"session_id": session["id"], "title": "big", "required_capabilities": ["DEPLOYMENT"]},
+    )
+    requests.post(
+        f"{live}/api/v1/tasks/{parent['id']}/decompose", json={"template": "BUGFIX"}, timeout=10
+    )
+
+    session_types = (
+        "session.created",
+        "session.status_changed",
+        "task.created",
+        "task.status_changed",
+        "task.assigned",
+        "task.decomposed",
+    )
+    sessions.wait_types(*session_types)
+    one_session.wait_types(*session_types[1:])
+    agents.wait_types("agent.registered", "agent.heartbeat", "agent.status_changed")
+    one_agent.wait_types("agent.heartbeat", "agent.status_changed", "task.status_changed")
+    requests.delete(f"{live}/api/v1/agents/{agent['id']}", timeout=10)
+    agents.wait_types("agent.deregistered")
+
+    for stream in (sessions, one_session, agents, one_agent):
+        for message in stream.messages:
+            assert_contract_format(message)
+        assert stream.ids() == sorted(set(stream.ids())), "in order, once"
+    assert all(m["type"].startswith(("session.", "task.")) for m in sessions.messages)
+    assert all(m["payload"]["session_id"] == session["id"] for m in one_session.messages)
+    assert all(m["type"].startswith("agent.") for m in agents.messages)
+    assert all(m["payload"]["agent_id"] == agent["id"] for m in one_agent.messages)
+    status = next(m for m in sessions.messages if m["type"] == "session.status_changed")
+    assert status["payload"]["status"] == "RUNNING"
+    assert status["payload"]["previous_status"] == "PENDING"
+    decomposed = next(m for m in sessions.messages if m["type"] == "task.decomposed")
+    assert len(decomposed["payload"]["subtask_ids"]) == 4
+    for stream in (sessions, one_session, agents, one_agent):
+        stream.close()
+
+
+def test_resume_delivers_exactly_what_was_missed(live):
+    watcher = Stream(live, "/ws/sessions")
+    leaver = Stream(live, "/ws/sessions")
+    first = post(live, "/api/v1/sessions", {"title": "before"})
+    leaver.receive_until(lambda ms: any(m["payload"]["session_id"] == first["id"] for m in ms))
+    last_id = leaver.messages[-1]["id"]
+    leaver.close()
+    missed = [post(live, "/api/v1/sessions", {"title": f"missed {i}"}) for i in range(3)]
+    for created in missed:
+        post(live, f"/api/v1/sessions/{created['id']}/start")
+    watcher.receive_until(lambda ms: sum(m["type"] == "session.status_changed" for m in ms) == 3)
+    expected = [m for m in watcher.messages if int(m["id"]) > int(last_id)]
+
+    back = Stream(live, f"/ws/sessions?last_event_id={last_id}")
+    back.receive_until(lambda ms: len(ms) >= len(expected))
+    post(live, "/api/v1/sessions", {"title": "live again"})
+    back.receive_until(lambda ms: len(ms) == len(expected) + 1)
+    assert back.messages[: len(expected)] == expected
+    assert back.messages[-1]["type"] == "session.created"
+    assert back.ids() == sorted(set(back.ids()))
+    watcher.close()
+    back.close()
+
+
+def test_resume_from_before_retention_says_events_were_dropped(live, database):
+    with database.transaction() as db:
+        oldest = db.scalar(text("SELECT min(seq) FROM outbox_events"))
+    post(live, "/api/v1/sessions", {"title": "x"})
+    if not oldest or oldest <= 1:
+        with database.transaction() as db:  # forget the first events, as retention would
+            db.execute(text("DELETE FROM outbox_events WHERE seq <= 1"))
+    stream = Stream(live, "/ws/sessions?last_event_id=0")
+    stream.receive_until(lambda ms: len(ms) >= 2)
+    assert stream.messages[0]["type"] == "events.dropped"
+    stream.close()
+
+
+def test_unknown_session_or_agent_closes_with_a_reason(live):
+    for path in (f"/ws/sessions/{uuid.uuid4()}", f"/ws/agents/{uuid.uuid4()}", "/ws/sessions/x"):
+        client = Client.connect(live.replace("http", "ws") + path)
+        with pytest.raises(ConnectionClosed) as excinfo:
+            for _ in range(20):
+                client.receive(timeout=0.5)
+        assert excinfo.value.reason in (4404, 4400)
+        assert "not found" in excinfo.value.message
+
+
+def test_client_messages_are_answered_not_fatal(live):
+    stream = Stream(live, "/ws/sessions")
+    stream.client.send("ping")
+    stream.client.send("what is this?")
+    stream.client.send(b"\x00\x01")
+    stream.wait_types("pong", "error")
+    post(live, "/api/v1/sessions", {"title": "still alive"})
+    stream.wait_types("session.created")
+    stream.close()
+
+
+def test_bad_last_event_id_gets_an_error_frame_then_live(live):
+    stream = Stream(live, "/ws/sessions?last_event_id=banana")
+    stream.wait_types("error")
+    post(live, "/api/v1/sessions", {"title": "live"})
+    stream.wait_types("session.created")
+    stream.close()
+
+
+def test_system_stream_ticks(live):
+    stream = Stream(live, "/ws/system")
+    stream.receive_until(lambda ms: len(ms) >= 3, timeout=10)
+    for message in stream.messages:
+        assert message["type"] == "system.health"
+        assert_contract_format(message)
+        payload = message["payload"]
+        assert payload["database"] == "ok" and payload["redis"] == "ok"
+        assert payload["workers"] >= 1 and payload["status"] == "ok"
+        assert "sessions" in payload["counts"]
+    stream.close()
+
+
+def test_a_slow_client_is_cut_off_without_slowing_others(live, database):
+    port = int(live.rsplit(":", 1)[1])
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect(("127.0.0.1", port))
+    slow.sendall(
+        b"GET /ws/agents HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    time.sleep(0.5)
+    fast = Stream(live, "/ws/agents")
+    marker = str(uuid.uuid4())
+    count = 8000
+    with database.transaction() as db:  # a burst of events at once
+        db.execute(
+            text(
+                "INSERT INTO outbox_events (type, payload) SELECT 'agent.heartbeat', "
+                "jsonb_build_object('agent_id', :marker, 'n', n, 'pad', repeat('x', 200)) "
+                "FROM generate_series(1, :count) AS n"
+            ),
+            {"marker": marker, "count": count},
+        )
+    fast.receive_until(
+        lambda ms: sum(m["payload"].get("agent_id") == marker for m in ms) == count, timeout=30
+    )
+    assert [
+        m["payload"]["n"] for m in fast.messages if m["payload"].get("agent_id") == marker
+    ] == list(range(1, count + 1))
+    # the slow reader answered no ping: the server closed it with a close code
+    time.sleep(3)
+    slow.settimeout(30)
+    received = b""
+    while chunk := slow.recv(65536):
+        received += chunk
+    close_frame = received.rfind(b"\x88")
+    assert close_frame > 0
+    code = int.from_bytes(received[close_frame + 2 : close_frame + 4], "big")
+    assert code in (1008, 1013), code
+    slow.close()
+    fast.close()
+
+
+def test_events_survive_a_redis_outage(settings, celery_worker, tmp_path):
+    """Publish fails while Redis is down; the events still arrive, and after Redis is back
+    the stream carries on, with nothing missed or repeated."""
+    from tests.worker.test_faults import PrivateRedis
+
+    server = PrivateRedis()
+    server.start()
+    port = free_port()
+    web = start("web", settings.with_overrides(redis_url=server.url), PORT=str(port))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base}/ready", web)
+        stream = Stream(base, "/ws/sessions")
+        post(base, "/api/v1/sessions", {"title": "before"})
+        stream.wait_types("session.created")
+        server.kill()
+        during = post(base, "/api/v1/sessions", {"title": "during"})
+        stream.receive_until(lambda ms: any(m["payload"]["session_id"] == during["id"] for m in ms))
+        server.start()
+        wait_for(lambda: requests.get(f"{base}/ready", timeout=5).status_code == 200)
+        after = post(base, "/api/v1/sessions", {"title": "after"})
+        stream.receive_until(lambda ms: any(m["payload"]["session_id"] == after["id"] for m in ms))
+        assert stream.ids() == sorted(set(stream.ids()))
+        assert stream.ids() == list(range(stream.ids()[0], stream.ids()[-1] + 1))
+        stream.close()
+    finally:
+        stop(web)
+        server.kill()
