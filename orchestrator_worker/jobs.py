@@ -30,7 +30,7 @@ def assign_ready_tasks() -> int:
         with runtime.database().transaction() as db:
             assigned = assignment.assign_ready(db)
         total += len(assigned)
-        if len(assigned) < assignment.DEFAULT_BATCH:
+        if not assigned:  # no ready task that an agent with room can take
             break
     if total:
         log.info("assigned %d tasks", total)

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import case, select, text
+from sqlalchemy import case, exists, or_, select, text
 from sqlalchemy.orm import Session
 
 from shared import events
@@ -27,6 +27,7 @@ from shared.services import tasks as task_service
 from shared.services.common import settings_of
 
 DEFAULT_BATCH = 500
+MAX_CAPABILITY_SETS = 64
 
 _priority_rank = case(
     {p.value: rank for p, rank in PRIORITY_RANK.items()}, value=WorkSession.priority
@@ -86,7 +87,40 @@ class _Matcher:
                 heapq.heappush(self.heaps[required], (*slot.key(), slot.version))
 
 
-def _ready_tasks(db: Session, *, limit: int, task_ids: list[uuid.UUID] | None):
+def _capability_sets(db: Session, *, agent_id: uuid.UUID | None) -> list[frozenset[str]]:
+    """The capability sets of agents with room, without the sets contained in another:
+    a task can be placed only if one of them covers its required capabilities."""
+    query = (
+        select(Agent.capabilities)
+        .where(Agent.status.in_([AgentStatus.IDLE, AgentStatus.ACTIVE]), Agent.current_load < 100)
+        .distinct()
+    )
+    if agent_id is not None:
+        query = query.where(Agent.id == agent_id)
+    sets = {frozenset(c) for c in db.scalars(query)}
+    return [s for s in sets if not any(s < other for other in sets)]
+
+
+def _ready_tasks(
+    db: Session, *, limit: int, task_ids: list[uuid.UUID] | None, agent_id: uuid.UUID | None
+):
+    """Ready tasks that some agent with room could take, most urgent first. Tasks nobody
+    can take are not selected, so they never hold back the ones behind them."""
+    capability_sets = _capability_sets(db, agent_id=agent_id)
+    if not capability_sets:
+        return []
+    if len(capability_sets) <= MAX_CAPABILITY_SETS:
+        placeable = or_(
+            *(Task.required_capabilities.contained_by(sorted(s)) for s in capability_sets)
+        )
+    else:
+        placeable = exists(
+            select(Agent.id).where(
+                Agent.status.in_([AgentStatus.IDLE, AgentStatus.ACTIVE]),
+                Agent.current_load < 100,
+                Agent.capabilities.contains(Task.required_capabilities),
+            )
+        )
     query = (
         select(Task.id, Task.required_capabilities)
         .join(WorkSession, WorkSession.id == Task.session_id)
@@ -95,6 +129,7 @@ def _ready_tasks(db: Session, *, limit: int, task_ids: list[uuid.UUID] | None):
             Task.has_subtasks.is_(False),
             Task.decomposition_template.is_(None),
             WorkSession.status == SessionStatus.RUNNING,
+            placeable,
         )
         .order_by(_priority_rank, Task.created_at, Task.id)
         .limit(limit)
@@ -147,7 +182,7 @@ def assign_ready(
     agent_id: uuid.UUID | None = None,
 ) -> list[tuple[uuid.UUID, uuid.UUID]]:
     """Assign up to `limit` ready tasks; returns (task_id, agent_id) pairs."""
-    ready = _ready_tasks(db, limit=limit, task_ids=task_ids)
+    ready = _ready_tasks(db, limit=limit, task_ids=task_ids, agent_id=agent_id)
     if not ready:
         return []
     matcher = _Matcher(_lock_agents(db, agent_id=agent_id))

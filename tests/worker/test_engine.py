@@ -321,3 +321,24 @@ def test_a_job_for_a_missing_task_finishes_quietly(api, database):
     from orchestrator_worker import jobs as worker_jobs
 
     assert worker_jobs.decompose_task.run(str(uuid.uuid4())) == 0
+
+
+def test_tasks_nobody_can_take_do_not_hold_back_the_others(api, database):
+    from shared.services import assignment
+
+    critical = start_session(api, title="critical", priority="CRITICAL")
+    low = start_session(api, title="low", priority="LOW")
+    with database.transaction() as tx:  # more unplaceable urgent tasks than one batch
+        tx.execute(
+            text(
+                "INSERT INTO tasks (id, session_id, title, complexity, status,"
+                " required_capabilities, attempts, progress, timeout_seconds)"
+                " SELECT gen_random_uuid(), :sid, 'needs deployment', 'MEDIUM', 'PENDING',"
+                " ARRAY['DEPLOYMENT'], 0, 0, 3600 FROM generate_series(1, :n)"
+            ),
+            {"sid": critical["id"], "n": assignment.DEFAULT_BATCH + 100},
+        )
+    small = [make_task(api, low["id"]) for _ in range(3)]
+    register(api, name="coder")
+    for task in small:
+        wait_for(lambda task=task: status_of(api, task["id"]) == "ASSIGNED")
