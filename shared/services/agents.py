@@ -137,23 +137,23 @@ def held_tasks(db: Session, *, agent_id: uuid.UUID) -> list[Task]:
 
 
 # The hottest path: one round trip locks the row, counts its held tasks, updates load,
-# time and status, and records the events. The heartbeat's commit need not wait for the
-# disk: losing the last second of heartbeats in a crash is harmless.
-_HEARTBEAT_SQL = text(
-    """
-    SET LOCAL synchronous_commit TO OFF;
+# time and status, and records the events. It is prepared once per connection (planning
+# cost as much as running it). The heartbeat's commit need not wait for the disk: losing
+# the last second of heartbeats in a crash is harmless.
+_HEARTBEAT_PREPARE = """
+    PREPARE agent_heartbeat(uuid, integer) AS
     WITH previous AS (
-        SELECT id, status FROM agents WHERE id = :agent_id FOR UPDATE
+        SELECT id, status FROM agents WHERE id = $1 FOR UPDATE
     ), held AS (
         SELECT count(*) AS n FROM tasks
-        WHERE assigned_agent_id = :agent_id AND status IN ('ASSIGNED', 'IN_PROGRESS')
+        WHERE assigned_agent_id = $1 AND status IN ('ASSIGNED', 'IN_PROGRESS')
     ), updated AS (
         UPDATE agents AS a SET
-            current_load = :load,
+            current_load = $2,
             last_heartbeat_at = now(),
             updated_at = now(),
             status = CASE
-                WHEN held.n >= a.max_concurrent_tasks OR :load >= 100 THEN 'BUSY'
+                WHEN held.n >= a.max_concurrent_tasks OR $2 >= 100 THEN 'BUSY'
                 WHEN held.n > 0 THEN 'ACTIVE'
                 ELSE 'IDLE'
             END
@@ -173,14 +173,22 @@ _HEARTBEAT_SQL = text(
         WHERE e.payload IS NOT NULL
     )
     SELECT * FROM updated
-    """
+"""
+_HEARTBEAT_SQL = text(
+    "SET LOCAL synchronous_commit TO OFF; EXECUTE agent_heartbeat(:agent_id, :load)"
 )
 
 
 def heartbeat(db: Session, *, agent_id: uuid.UUID, current_load: int) -> dict:
     """Returns the agent's fields, `active_tasks` included."""
+    connection = db.connection()
+    if "agent_heartbeat" not in connection.info:  # once per database connection
+        connection.exec_driver_sql(_HEARTBEAT_PREPARE)
+        connection.info["agent_heartbeat"] = True
     row = (
-        db.execute(_HEARTBEAT_SQL, {"agent_id": agent_id, "load": current_load}).mappings().first()
+        connection.execute(_HEARTBEAT_SQL, {"agent_id": str(agent_id), "load": current_load})
+        .mappings()
+        .first()
     )
     if row is None:
         raise AgentNotFound(f"Agent with ID {agent_id} not found")
