@@ -25,6 +25,7 @@ from flask import Blueprint, current_app, request
 from flask_sock import Sock
 from sqlalchemy import func, select
 
+from orchestrator_api import ws_access
 from shared import relay
 from shared.models import Agent, Task, WorkSession
 
@@ -249,6 +250,7 @@ def _pump(ws, events_hub: Hub, subscription: Subscription, floor: int = 0) -> No
         if subscription.overflowed:
             ws.close(SLOW_CLIENT_CLOSE, "client too slow: event buffer full")
             return
+        ws_access.renew_lease()
         if events_hub.closing.is_set():
             ws.close(GOING_AWAY_CLOSE, "server shutting down; reconnect with last_event_id")
             return
@@ -358,6 +360,10 @@ def system(ws):
         _pump(ws, events_hub, subscription)
     finally:
         events_hub.unsubscribe(subscription)
+
+
+blp.before_request(ws_access.check_handshake)
+blp.teardown_request(ws_access.release_lease)
 
 
 def register(app) -> None:

@@ -1,0 +1,157 @@
+"""WebSocket authentication, agent scoping and the per-client connection limit, on a
+production-mode gunicorn server (CONTRACT sections 7, 8)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+import redis as redis_lib
+import requests
+from simple_websocket import Client
+
+from shared import tokens
+from tests.conftest import empty_tables, wait_for
+from tests.test_processes import free_port, start, stop, wait_for_http
+
+KEY = "w" * 40
+pytestmark = pytest.mark.shared_data
+
+
+@pytest.fixture(scope="module")
+def prod(settings, database):
+    empty_tables(database)
+    port = free_port()
+    web = start(
+        "web",
+        settings,
+        PORT=str(port),
+        ORCHESTRATOR_ENV="production",
+        API_SECRET_KEY=KEY,
+        WS_MAX_CONNECTIONS_PER_CLIENT="5",
+        WEB_THREADS="32",
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base}/ready", web)
+        yield base
+    finally:
+        stop(web)
+
+
+def token(role="admin", sub=None, agent_id=None, key=KEY):
+    return tokens.mint(key=key, role=role, sub=sub or f"user-{uuid.uuid4()}", agent_id=agent_id)
+
+
+def handshake(base, path, headers=None):
+    """The HTTP answer to a WebSocket upgrade request (101 when accepted)."""
+    return requests.get(
+        base + path,
+        headers={
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            **(headers or {}),
+        },
+        timeout=5,
+        stream=True,
+    )
+
+
+def connect(base, path, bearer):
+    return Client.connect(
+        base.replace("http", "ws") + path, headers={"Authorization": f"Bearer {bearer}"}
+    )
+
+
+def refused(response, status, code):
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+
+
+def test_missing_and_bad_tokens_are_refused_before_the_upgrade(prod):
+    refused(handshake(prod, "/ws/sessions"), 401, "UNAUTHORIZED")
+    refused(handshake(prod, "/ws/sessions?token=garbage"), 401, "UNAUTHORIZED")
+    wrong_key = token(key="x" * 40)
+    refused(
+        handshake(prod, "/ws/sessions", {"Authorization": f"Bearer {wrong_key}"}),
+        401,
+        "UNAUTHORIZED",
+    )
+    expired = tokens.mint(
+        key=KEY, role="admin", sub="old", ttl_seconds=60, now=int(time.time()) - 3600
+    )
+    refused(handshake(prod, f"/ws/system?token={expired}"), 401, "UNAUTHORIZED")
+
+
+def test_token_as_header_or_query(prod):
+    for path, headers in (
+        (f"/ws/sessions?token={token('viewer')}", {}),
+        ("/ws/agents", {"Authorization": f"Bearer {token('operator')}"}),
+    ):
+        response = handshake(prod, path, headers)
+        assert response.status_code == 101
+        response.close()
+
+
+def test_agents_read_only_their_own_stream(prod):
+    admin = token()
+    mine = requests.post(
+        f"{prod}/api/v1/agents/register",
+        json={"name": f"a-{uuid.uuid4()}", "type": "QA", "capabilities": ["TESTING"]},
+        headers={"Authorization": f"Bearer {admin}"},
+        timeout=5,
+    ).json()
+    own = mine["token"]
+    other = str(uuid.uuid4())
+    for path in ("/ws/sessions", "/ws/agents", "/ws/system", f"/ws/agents/{other}"):
+        refused(handshake(prod, f"{path}?token={own}"), 403, "FORBIDDEN")
+    registrar = token("agent")  # an agent token without agent_id may only register
+    refused(handshake(prod, f"/ws/agents/{mine['id']}?token={registrar}"), 403, "FORBIDDEN")
+    stream = connect(prod, f"/ws/agents/{mine['id']}", own)
+    requests.post(
+        f"{prod}/api/v1/agents/{mine['id']}/heartbeat",
+        json={"current_load": 5},
+        headers={"Authorization": f"Bearer {own}"},
+        timeout=5,
+    )
+    message = json.loads(stream.receive(timeout=10))
+    assert message["type"] == "agent.heartbeat" and message["payload"]["agent_id"] == mine["id"]
+    stream.close()
+
+
+def test_sixth_connection_is_refused_and_a_slot_frees_when_one_goes(prod):
+    bearer = token("viewer", sub="six-sockets")
+    streams = [connect(prod, "/ws/sessions", bearer) for _ in range(5)]
+    sixth = handshake(prod, "/ws/sessions", {"Authorization": f"Bearer {bearer}"})
+    refused(sixth, 429, "RATE_LIMITED")
+    assert sixth.headers["Retry-After"]
+    # another client is not affected
+    other = handshake(prod, "/ws/sessions", {"Authorization": f"Bearer {token('viewer')}"})
+    assert other.status_code == 101
+    other.close()
+    # a connection that dies without a close frame frees its slot
+    streams[0].sock.close()
+
+    def sixth_accepted():
+        response = handshake(prod, "/ws/sessions", {"Authorization": f"Bearer {bearer}"})
+        response.close()
+        return response.status_code == 101
+
+    wait_for(sixth_accepted, timeout=30, interval=0.5)
+    for stream in streams[1:]:
+        stream.close()
+
+
+def test_leases_of_a_crashed_process_expire(prod, settings):
+    """A process that died never released its leases: they stop counting within a minute."""
+    bearer = token("viewer", sub="crashed-holder")
+    store = redis_lib.Redis.from_url(settings.redis_url)
+    stale = time.time() - 1  # leases whose renewal stopped
+    store.zadd("orchestrator:ws-leases:sub:crashed-holder", {f"dead-{i}": stale for i in range(5)})
+    response = handshake(prod, "/ws/sessions", {"Authorization": f"Bearer {bearer}"})
+    assert response.status_code == 101
+    response.close()
