@@ -11,7 +11,7 @@ from celery import Celery
 from flask import Flask, Response, request
 from flask_smorest import Api
 
-from orchestrator_api import auth, database, errors, limits
+from orchestrator_api import auth, database, errors, idempotency, limits
 from orchestrator_api.jobs import make_job_sender
 from orchestrator_api.schemas.common import ErrorSchema
 from shared import __version__
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     limits.register(app, settings)  # counts first: refused tokens count too
     auth.register(app)
     app.before_request(_check_body)
+    app.before_request(idempotency.check_request)
     app.after_request(_add_request_id)
 
     from orchestrator_api import ws

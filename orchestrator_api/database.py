@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from flask import Flask, Response, current_app, g
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -19,12 +20,19 @@ def db() -> Session:
     return g.db
 
 
+def before_commit(hook: Callable[[Response], None]) -> None:
+    """Run `hook(response)` in this request's transaction just before it commits."""
+    g.setdefault("before_commit", []).append(hook)
+
+
 def _commit_or_roll_back(response: Response) -> Response:
-    session: Session | None = g.pop("db", None)
+    session: Session | None = g.get("db")
     if session is None:
         return response
     try:
         if response.status_code < 400:
+            for hook in g.pop("before_commit", []):
+                hook(response)
             session.commit()
         else:
             session.rollback()
@@ -36,6 +44,7 @@ def _commit_or_roll_back(response: Response) -> Response:
         session.rollback()
         response = handle_database_error(exc)
     finally:
+        g.pop("db", None)
         session.close()
     return response
 

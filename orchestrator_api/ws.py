@@ -102,6 +102,9 @@ class Hub:
 
     def _catch_up(self, before: int | None = None) -> None:
         """Deliver from PostgreSQL what the stream did not carry, up to `before`."""
+        if before is None and relay.latest_seq(self.ext.database) < self.last_seq:
+            log.warning("event ids went back (database restored or recreated): following it")
+            self.last_seq = relay.latest_seq(self.ext.database)
         for message in relay.events_since(self.ext.database, self.last_seq, before):
             self._dispatch(message)
             self.last_seq = int(message["id"])

@@ -14,7 +14,7 @@ from celery import shared_task
 
 from orchestrator_worker import runtime
 from shared import jobs, relay
-from shared.services import assignment, decomposition, sweeps
+from shared.services import assignment, decomposition, idempotency, sweeps
 from shared.services import tasks as task_service
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ def reconcile() -> dict:
             "released_dependents": task_service.release_ready_dependents(db),
             "released_from_offline_agents": sweeps.release_tasks_of_offline_agents(db),
             "finished_decompositions": sweeps.finish_lost_decompositions(db),
+            "expired_idempotency_keys": idempotency.prune(db),
         }
     if any(repaired.values()):
         log.warning("reconcile repaired %s", repaired)

@@ -77,21 +77,30 @@ def publish_once(database: Database, redis: redis_lib.Redis, *, retention: int) 
 
 def _add_to_stream(redis: redis_lib.Redis, rows, *, retention: int) -> None:
     try:
-        pipe = redis.pipeline(transaction=False)
-        for row in rows:
-            body = json.dumps(message(row.seq, row.type, row.payload, row.created_at))
-            pipe.xadd(
-                STREAM_KEY,
-                {"m": body},
-                id=f"{row.seq}-0",
-                maxlen=retention,
-                approximate=True,
-            )
-        for result in pipe.execute(raise_on_error=False):
+        results = _xadd_all(redis, rows, retention)
+        if any(_stream_ahead(r) for r in results):
+            # The stream holds ids this database never gave (the database was restored or
+            # recreated): start the stream again from this database's ids.
+            log.warning("the event stream is ahead of the database; starting it again")
+            redis.delete(STREAM_KEY)
+            results = _xadd_all(redis, rows, retention)
+        for result in results:
             if isinstance(result, Exception):
                 log.warning("event not added to the stream (readers backfill it): %s", result)
     except redis_lib.RedisError as exc:
         log.warning("redis unavailable, %d events wait in the outbox: %s", len(rows), exc)
+
+
+def _xadd_all(redis: redis_lib.Redis, rows, retention: int) -> list:
+    pipe = redis.pipeline(transaction=False)
+    for row in rows:
+        body = json.dumps(message(row.seq, row.type, row.payload, row.created_at))
+        pipe.xadd(STREAM_KEY, {"m": body}, id=f"{row.seq}-0", maxlen=retention, approximate=True)
+    return pipe.execute(raise_on_error=False)
+
+
+def _stream_ahead(result) -> bool:
+    return isinstance(result, redis_lib.ResponseError) and "equal or smaller" in str(result)
 
 
 def events_since(database: Database, after: int, before: int | None = None, limit: int = 10000):

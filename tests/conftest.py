@@ -25,7 +25,7 @@ SERVER_URL = os.environ.get(
 )
 # Tests send many requests from one client; the limit itself has tests of its own.
 UNLIMITED_RATE = "1000000/minute"
-TABLES = "outbox_events, task_dependencies, tasks, agents, sessions"
+TABLES = "idempotency_keys, outbox_events, task_dependencies, tasks, agents, sessions"
 
 
 CLAIM_KEY = "orchestrator-test-run"
@@ -102,8 +102,12 @@ def clean_tables(request, sent_jobs):
 
 
 def empty_tables(database: Database) -> None:
+    """Empty tables, and the event stream whose ids restart with them."""
+    from shared.relay import STREAM_KEY
+
     with database.engine.begin() as connection:
         connection.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+    redis_lib.Redis.from_url(database.settings.redis_url).delete(STREAM_KEY)
 
 
 def _uses_db(request) -> bool:

@@ -2,7 +2,8 @@
 
 from shared.models.agent import Agent
 from shared.models.event import OutboxEvent
+from shared.models.idempotency import IdempotencyKey
 from shared.models.session import WorkSession
 from shared.models.task import Task, TaskDependency
 
-__all__ = ["Agent", "OutboxEvent", "Task", "TaskDependency", "WorkSession"]
+__all__ = ["Agent", "IdempotencyKey", "OutboxEvent", "Task", "TaskDependency", "WorkSession"]
