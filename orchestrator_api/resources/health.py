@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, send_from_directory
 from sqlalchemy import text
+from swagger_ui_bundle import swagger_ui_path
 
 from orchestrator_api.errors import request_id
 from shared import __version__
@@ -48,3 +49,9 @@ def ready():
     response = jsonify(body)
     response.status_code = 503
     return response
+
+
+@blp.get("/docs/assets/<path:filename>")
+def docs_assets(filename):
+    """Swagger UI's files, served from the swagger-ui-bundle package: /docs works offline."""
+    return send_from_directory(swagger_ui_path, filename, max_age=86400)

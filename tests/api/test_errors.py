@@ -74,4 +74,9 @@ def test_openapi_spec_and_docs(client):
     assert "/api/v1/sessions" in paths
     assert "/api/v1/sessions/{session_id}/start" in paths
     assert set(paths["/api/v1/sessions"]) >= {"get", "post"}
-    assert client.get("/docs").status_code == 200
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "/docs/assets/swagger-ui-bundle.js" in page.get_data(as_text=True)
+    # served from the package, not a CDN: the page works offline
+    assert client.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/docs/assets/swagger-ui.css").status_code == 200
