@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 
 from flask import Flask, Response, request
@@ -72,19 +73,57 @@ def make_limiter(settings: Settings) -> Limiter:
     return limiter
 
 
+class _HitCounts:
+    """Each request's counter value, taken from the hit itself, and each window's end,
+    asked of Redis once per window and process: the headers cost no extra round trip."""
+
+    def __init__(self, storage) -> None:
+        self.local = threading.local()
+        self.window_ends: dict[str, float] = {}
+        incr = storage.incr
+
+        def counting_incr(key, *args, **kwargs):
+            value = incr(key, *args, **kwargs)
+            self.local.hit = (key, value)
+            return value
+
+        storage.incr = counting_incr
+        self.storage = storage
+
+    def forget(self) -> None:
+        self.local.hit = None
+
+    def window(self, current) -> tuple[float, int] | None:
+        hit = getattr(self.local, "hit", None)
+        if hit is None:
+            return None
+        key, count = hit
+        now = time.time()
+        window_end = self.window_ends.get(key, 0.0)
+        if window_end <= now:
+            window_end = self.storage.get_expiry(key)
+            if len(self.window_ends) > 100_000:
+                self.window_ends.clear()
+            self.window_ends[key] = window_end
+        return window_end, max(0, current.limit.amount - count)
+
+
 def register(app: Flask, settings: Settings) -> Limiter:
     limiter = make_limiter(settings)
     limiter.init_app(app)
+    counts = _HitCounts(limiter.storage)
 
     def add_headers(response: Response) -> Response:
         current = limiter.current_limit
         if current is None:
             return response
         try:
-            reset_at, remaining = current.window
+            reset_at, remaining = counts.window(current) or current.window
         except Exception as exc:  # the counter went away since the hit: no headers
             log.warning("rate limit headers left out: %s", exc.__class__.__name__)
             return response
+        finally:
+            counts.forget()
         response.headers["X-RateLimit-Limit"] = str(current.limit.amount)
         response.headers["X-RateLimit-Remaining"] = str(remaining)
         response.headers["X-RateLimit-Reset"] = str(math.ceil(reset_at))  # epoch seconds
@@ -92,6 +131,7 @@ def register(app: Flask, settings: Settings) -> Limiter:
             response.headers["Retry-After"] = str(max(1, math.ceil(reset_at - time.time())))
         return response
 
+    app.before_request(counts.forget)
     app.after_request(add_headers)
     app.extensions["orchestrator_limiter"] = limiter
     return limiter
