@@ -15,6 +15,7 @@ import redis as redis_lib
 from celery.contrib.testing.worker import start_worker
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from shared.config import Settings
 from shared.db import Database
@@ -105,8 +106,15 @@ def empty_tables(database: Database) -> None:
     """Empty tables, and the event stream whose ids restart with them."""
     from shared.relay import STREAM_KEY
 
-    with database.engine.begin() as connection:
-        connection.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+    for attempt in range(10):
+        try:
+            with database.engine.begin() as connection:
+                connection.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+            break
+        except OperationalError:  # a deadlock with a job the worker is still finishing
+            if attempt == 9:
+                raise
+            time.sleep(0.2)
     redis_lib.Redis.from_url(database.settings.redis_url).delete(STREAM_KEY)
 
 
