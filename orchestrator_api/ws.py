@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 
 from orchestrator_api import ws_access
 from shared import relay
+from shared.metrics import WEBSOCKET_CONNECTIONS
 from shared.models import Agent, Task, WorkSession
 
 log = logging.getLogger(__name__)
@@ -84,12 +85,14 @@ class Hub:
         subscription = Subscription(wants)
         with self.lock:
             (self.system_subscriptions if system else self.subscriptions).add(subscription)
+            WEBSOCKET_CONNECTIONS.set(self.connections())
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         with self.lock:
             self.subscriptions.discard(subscription)
             self.system_subscriptions.discard(subscription)
+            WEBSOCKET_CONNECTIONS.set(self.connections())
 
     def connections(self) -> int:
         return len(self.subscriptions) + len(self.system_subscriptions)
@@ -213,14 +216,21 @@ def _for_agent(agent_id: str) -> Filter:
     return wants
 
 
-def _exists(model, raw_id: str) -> bool | None:
-    """True/False, or None for a malformed id."""
+def _serve_one(ws, model, raw_id: str, filter_for: Callable[[str], Filter]) -> None:
+    """The stream of one session or agent; an unknown or malformed id closes the socket
+    with a reason."""
+    what = "session" if model is WorkSession else "agent"
     try:
         entity_id = uuid.UUID(raw_id)
     except ValueError:
-        return None
+        ws.close(BAD_REQUEST_CLOSE, f"{what} id is not a UUID: not found")
+        return
     with current_app.extensions["orchestrator"].database.session() as db:
-        return db.get(model, entity_id) is not None
+        found = db.get(model, entity_id) is not None
+    if not found:
+        ws.close(NOT_FOUND_CLOSE, f"{what} {entity_id} not found")
+        return
+    _serve(ws, filter_for(str(entity_id)))
 
 
 def _serve(ws, wants: Filter) -> None:
@@ -330,12 +340,7 @@ def all_sessions(ws):
 
 @sock.route("/ws/sessions/<session_id>", bp=blp)
 def one_session(ws, session_id):
-    found = _exists(WorkSession, session_id)
-    if not found:
-        code = BAD_REQUEST_CLOSE if found is None else NOT_FOUND_CLOSE
-        ws.close(code, f"session {session_id} not found"[:120])
-        return
-    _serve(ws, _for_session(session_id))
+    _serve_one(ws, WorkSession, session_id, _for_session)
 
 
 @sock.route("/ws/agents", bp=blp)
@@ -345,12 +350,7 @@ def all_agents(ws):
 
 @sock.route("/ws/agents/<agent_id>", bp=blp)
 def one_agent(ws, agent_id):
-    found = _exists(Agent, agent_id)
-    if not found:
-        code = BAD_REQUEST_CLOSE if found is None else NOT_FOUND_CLOSE
-        ws.close(code, f"agent {agent_id} not found"[:120])
-        return
-    _serve(ws, _for_agent(agent_id))
+    _serve_one(ws, Agent, agent_id, _for_agent)
 
 
 @sock.route("/ws/system", bp=blp)

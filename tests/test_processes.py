@@ -88,6 +88,19 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 30) -> r
     raise AssertionError(f"{url} did not answer")
 
 
+@contextlib.contextmanager
+def running_web(settings, **extra_env):
+    """The Procfile's `web` on a free port, ready; yields its base URL."""
+    port = free_port()
+    web = start("web", settings, PORT=str(port), **extra_env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base}/ready", web)
+        yield base
+    finally:
+        stop(web)
+
+
 def test_procfile_has_every_process():
     assert set(procfile()) == {"release", "web", "worker", "beat", "flower"}
     assert "$PORT" in procfile()["web"] or "${PORT" in procfile()["web"]

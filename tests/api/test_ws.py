@@ -14,7 +14,7 @@ from simple_websocket import Client, ConnectionClosed
 from sqlalchemy import text
 
 from tests.conftest import empty_tables, wait_for
-from tests.test_processes import free_port, start, stop, wait_for_http
+from tests.test_processes import running_web
 
 
 class Stream:
@@ -64,23 +64,15 @@ def assert_contract_format(message: dict) -> None:
 @pytest.fixture(scope="module")
 def live(settings, database, celery_worker):
     empty_tables(database)  # once, before the server starts
-    port = free_port()
-    web = start(
-        "web",
+    with running_web(
         settings,
-        PORT=str(port),
         SYSTEM_EVENT_INTERVAL_SECONDS="1",
         WEB_THREADS="32",
         WS_SEND_TIMEOUT_SECONDS="2",
         WS_PING_INTERVAL_SECONDS="1",
         WS_MAX_CONNECTIONS_PER_CLIENT="100",
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{base}/ready", web)
+    ) as base:
         yield base
-    finally:
-        stop(web)
 
 
 def post(base, path, body=None):
@@ -277,31 +269,31 @@ def test_a_slow_client_is_cut_off_without_slowing_others(live, database):
     fast.close()
 
 
-def test_events_survive_a_redis_outage(settings, celery_worker, tmp_path):
+def test_events_survive_a_redis_outage(settings, celery_worker):
     """Publish fails while Redis is down; the events still arrive, and after Redis is back
     the stream carries on, with nothing missed or repeated."""
     from tests.worker.test_faults import PrivateRedis
 
     server = PrivateRedis()
     server.start()
-    port = free_port()
-    web = start("web", settings.with_overrides(redis_url=server.url), PORT=str(port))
-    base = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{base}/ready", web)
-        stream = Stream(base, "/ws/sessions")
-        post(base, "/api/v1/sessions", {"title": "before"})
-        stream.wait_types("session.created")
-        server.kill()
-        during = post(base, "/api/v1/sessions", {"title": "during"})
-        stream.receive_until(lambda ms: any(m["payload"]["session_id"] == during["id"] for m in ms))
-        server.start()
-        wait_for(lambda: requests.get(f"{base}/ready", timeout=5).status_code == 200)
-        after = post(base, "/api/v1/sessions", {"title": "after"})
-        stream.receive_until(lambda ms: any(m["payload"]["session_id"] == after["id"] for m in ms))
-        assert stream.ids() == sorted(set(stream.ids()))
-        assert stream.ids() == list(range(stream.ids()[0], stream.ids()[-1] + 1))
-        stream.close()
+        with running_web(settings.with_overrides(redis_url=server.url)) as base:
+            _events_across_an_outage(base, server)
     finally:
-        stop(web)
         server.kill()
+
+
+def _events_across_an_outage(base, server):
+    stream = Stream(base, "/ws/sessions")
+    post(base, "/api/v1/sessions", {"title": "before"})
+    stream.wait_types("session.created")
+    server.kill()
+    during = post(base, "/api/v1/sessions", {"title": "during"})
+    stream.receive_until(lambda ms: any(m["payload"]["session_id"] == during["id"] for m in ms))
+    server.start()
+    wait_for(lambda: requests.get(f"{base}/ready", timeout=5).status_code == 200)
+    after = post(base, "/api/v1/sessions", {"title": "after"})
+    stream.receive_until(lambda ms: any(m["payload"]["session_id"] == after["id"] for m in ms))
+    assert stream.ids() == sorted(set(stream.ids()))
+    assert stream.ids() == list(range(stream.ids()[0], stream.ids()[-1] + 1))
+    stream.close()

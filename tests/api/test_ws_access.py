@@ -14,7 +14,7 @@ from simple_websocket import Client
 
 from shared import tokens
 from tests.conftest import empty_tables, wait_for
-from tests.test_processes import free_port, start, stop, wait_for_http
+from tests.test_processes import running_web
 
 KEY = "w" * 40
 pytestmark = pytest.mark.shared_data
@@ -23,22 +23,14 @@ pytestmark = pytest.mark.shared_data
 @pytest.fixture(scope="module")
 def prod(settings, database):
     empty_tables(database)
-    port = free_port()
-    web = start(
-        "web",
+    with running_web(
         settings,
-        PORT=str(port),
         ORCHESTRATOR_ENV="production",
         API_SECRET_KEY=KEY,
         WS_MAX_CONNECTIONS_PER_CLIENT="5",
         WEB_THREADS="32",
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{base}/ready", web)
+    ) as base:
         yield base
-    finally:
-        stop(web)
 
 
 def token(role="admin", sub=None, agent_id=None, key=KEY):
