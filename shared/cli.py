@@ -9,13 +9,19 @@ import click
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from orchestrator_client.cli import connection_options, register_commands
 from shared import tokens
 from shared.config import load_settings_or_exit
 
 
 @click.group()
+@connection_options
 def main() -> None:
     """Orchestrator control plane."""
+
+
+# status, sessions, tasks, agents, agent run, demo: API clients, in orchestrator_client
+register_commands(main)
 
 
 @main.group()

@@ -1,0 +1,160 @@
+"""`orchestrator agent run` (the reference agent) and `orchestrator demo`."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+
+import click
+
+from orchestrator_client.agent import ReferenceAgent
+from orchestrator_client.cli_common import api_errors, echo_line, make_client, upper
+from orchestrator_client.demo import DemoFailed, run_demo
+
+
+def _interrupt_on_signals() -> None:
+    """Ctrl-C, and SIGTERM (a process manager stopping the agent), end it and deregister
+    it, even where SIGINT was inherited as ignored (a job started with `&`)."""
+
+    def handler(_signum, _frame):
+        raise KeyboardInterrupt
+
+    for name in ("SIGINT", "SIGTERM"):
+        # ValueError: not the main thread (embedded use)
+        with contextlib.suppress(AttributeError, ValueError):
+            signal.signal(getattr(signal, name), handler)
+
+
+@click.group("agent")
+def agent() -> None:
+    """Run a reference agent."""
+
+
+@agent.command("run")
+@click.option("--name", required=True, help="A unique agent name.")
+@click.option(
+    "--capabilities",
+    required=True,
+    help="Comma-separated, e.g. CODE_GENERATION,TESTING.",
+)
+@click.option("--type", "type_", default="FULLSTACK", show_default=True, callback=upper)
+@click.option(
+    "--max-tasks",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Tasks worked on at once (the agent's max_concurrent_tasks).",
+)
+@click.option("--work-seconds", default=3.0, show_default=True, type=click.FloatRange(0))
+@click.option(
+    "--fail-rate",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of tasks failed (as retryable) instead of completed.",
+)
+@click.option("--heartbeat-seconds", default=5.0, show_default=True, type=click.FloatRange(0.1))
+@click.option(
+    "--poll-seconds",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Polling period while the event stream is up (2 s while it is down).",
+)
+@click.option("--stop-after", type=click.IntRange(1), help="Stop after this many tasks.")
+@click.option("--websocket/--no-websocket", default=True, help="Hear of tasks on the stream.")
+@api_errors
+def agent_run(
+    name,
+    capabilities,
+    type_,
+    max_tasks,
+    work_seconds,
+    fail_rate,
+    heartbeat_seconds,
+    poll_seconds,
+    stop_after,
+    websocket,
+) -> None:
+    """Register an agent and work on the tasks it is given, until Ctrl-C (which
+    deregisters it)."""
+    _interrupt_on_signals()
+    worker = ReferenceAgent(
+        make_client(),
+        name,
+        capabilities.split(","),
+        agent_type=type_,
+        max_tasks=max_tasks,
+        work_seconds=work_seconds,
+        fail_rate=fail_rate,
+        heartbeat_seconds=heartbeat_seconds,
+        poll_seconds=poll_seconds,
+        stop_after=stop_after,
+        websocket=websocket,
+        echo=echo_line,
+    )
+    worker.run()
+    echo_line(f"{name}: {len(worker.completed)} completed, {len(worker.failed)} failed")
+
+
+@click.command("demo")
+@click.option(
+    "--template",
+    default="FEATURE",
+    show_default=True,
+    callback=upper,
+    help="MICROSERVICE, CRUD, FEATURE, BUGFIX, SECURITY or UI.",
+)
+@click.option("--title", default="Add password reset", show_default=True)
+@click.option("--work-seconds", default=1.0, show_default=True, type=click.FloatRange(0))
+@click.option("--fail-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--timeout", default=300.0, show_default=True, type=click.FloatRange(1))
+@api_errors
+def demo(template, title, work_seconds, fail_rate, timeout) -> None:
+    """Run a session to COMPLETED: a task decomposed with TEMPLATE, three reference
+    agents, and the session's progress."""
+    client = make_client()
+    interactive = sys.stdout.isatty()
+    options = dict(
+        template=template,
+        title=title,
+        work_seconds=work_seconds,
+        fail_rate=fail_rate,
+        timeout=timeout,
+    )
+    try:
+        if interactive:
+            with click.progressbar(length=100, label="progress", show_eta=False) as bar:
+
+                def show(session):
+                    done = min(100, int(session["progress"]["percent_complete"]))
+                    if done > bar.pos:
+                        bar.update(done - bar.pos)
+
+                session = run_demo(client, echo=lambda _line: None, on_progress=show, **options)
+        else:
+            session = run_demo(client, echo=echo_line, on_progress=_ProgressLines(), **options)
+    except DemoFailed as exc:
+        click.echo(f"demo failed: {exc}", err=True)
+        sys.exit(1)
+    progress = session["progress"]
+    click.echo(
+        f"session {session['id']} {session['status']}: "
+        f"{progress['by_status'].get('COMPLETED', 0)}/{progress['total']} tasks completed"
+    )
+
+
+class _ProgressLines:
+    """Without a terminal: one line a change of the session's progress."""
+
+    def __init__(self) -> None:
+        self.last = None
+
+    def __call__(self, session: dict) -> None:
+        progress = session["progress"]
+        counts = {s: n for s, n in progress["by_status"].items() if n}
+        line = f"progress {progress['percent_complete']:g}% {session['status']} {counts}"
+        if line != self.last:
+            self.last = line
+            echo_line(line)

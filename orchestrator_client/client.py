@@ -1,0 +1,241 @@
+"""A Python client for the orchestrator's API: one typed method per route, plain dicts back,
+the contract's error codes as exceptions (orchestrator_client.errors), retries and
+Idempotency-Keys (orchestrator_client.transport), and event streams
+(orchestrator_client.events).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import quote
+
+from orchestrator_client.events import EventStream
+from orchestrator_client.transport import DEFAULT_URL, HttpClient
+
+__all__ = ["DEFAULT_URL", "OrchestratorClient"]
+
+JSON = dict[str, Any]
+Id = str | uuid.UUID
+
+
+class OrchestratorClient(HttpClient):
+    """`OrchestratorClient(base_url, token=None, timeout=10.0, *, retries=3, ...)`; see
+    HttpClient for the options."""
+
+    # Health (CONTRACT section 10)
+
+    def health(self) -> JSON:
+        return self._request("GET", "/health")
+
+    def ready(self) -> JSON:
+        """200's body; a 503 (after the retries) raises ServiceUnavailable, whose `body`
+        has the `checks`."""
+        return self._request("GET", "/ready")
+
+    # Sessions (CONTRACT section 2)
+
+    def list_sessions(
+        self, *, status: str | None = None, page: int = 1, page_size: int = 20
+    ) -> JSON:
+        return self._get("/api/v1/sessions", status=status, page=page, page_size=page_size)
+
+    def create_session(
+        self,
+        title: str,
+        *,
+        type: str | None = None,
+        priority: str | None = None,
+        initial_prompt: str | None = None,
+    ) -> JSON:
+        body = _body(title=title, type=type, priority=priority, initial_prompt=initial_prompt)
+        return self._post("/api/v1/sessions", body)
+
+    def get_session(self, session_id: Id) -> JSON:
+        return self._get(f"/api/v1/sessions/{_seg(session_id)}")
+
+    def start_session(self, session_id: Id) -> JSON:
+        return self._session_action(session_id, "start")
+
+    def pause_session(self, session_id: Id) -> JSON:
+        return self._session_action(session_id, "pause")
+
+    def resume_session(self, session_id: Id) -> JSON:
+        return self._session_action(session_id, "resume")
+
+    def cancel_session(self, session_id: Id) -> JSON:
+        return self._session_action(session_id, "cancel")
+
+    def complete_session(self, session_id: Id) -> JSON:
+        return self._session_action(session_id, "complete")
+
+    def _session_action(self, session_id: Id, action: str) -> JSON:
+        return self._post(f"/api/v1/sessions/{_seg(session_id)}/{action}")
+
+    # Agents (CONTRACT section 3)
+
+    def register_agent(
+        self,
+        name: str,
+        type: str,
+        capabilities: Iterable[str],
+        *,
+        max_concurrent_tasks: int | None = None,
+    ) -> JSON:
+        """The agent, with its own `token` where the server issues one."""
+        body = _body(
+            name=name,
+            type=type,
+            capabilities=list(capabilities),
+            max_concurrent_tasks=max_concurrent_tasks,
+        )
+        return self._post("/api/v1/agents/register", body)
+
+    def list_agents(
+        self,
+        *,
+        capability: str | None = None,
+        available_only: bool | None = None,
+        status: str | None = None,
+        type: str | None = None,
+        page: int = 1,
+        page_size: int = 20,
+    ) -> JSON:
+        return self._get(
+            "/api/v1/agents",
+            capability=capability,
+            available_only=available_only,
+            status=status,
+            type=type,
+            page=page,
+            page_size=page_size,
+        )
+
+    def get_agent(self, agent_id: Id) -> JSON:
+        return self._get(f"/api/v1/agents/{_seg(agent_id)}")
+
+    def deregister_agent(self, agent_id: Id) -> None:
+        self._request("DELETE", f"/api/v1/agents/{_seg(agent_id)}")
+
+    def heartbeat(self, agent_id: Id, current_load: int) -> JSON:
+        return self._post(
+            f"/api/v1/agents/{_seg(agent_id)}/heartbeat", {"current_load": current_load}
+        )
+
+    def agent_tasks(self, agent_id: Id) -> list[JSON]:
+        """The agent's ASSIGNED and IN_PROGRESS tasks."""
+        return self._get(f"/api/v1/agents/{_seg(agent_id)}/tasks")["items"]
+
+    # Tasks (CONTRACT section 4)
+
+    def create_task(
+        self,
+        session_id: Id,
+        title: str,
+        *,
+        description: str | None = None,
+        complexity: str | None = None,
+        required_capabilities: Iterable[str] | None = None,
+        depends_on: Iterable[Id] | None = None,
+        parent_id: Id | None = None,
+        timeout_seconds: int | None = None,
+    ) -> JSON:
+        body = _body(
+            session_id=str(session_id),
+            title=title,
+            description=description,
+            complexity=complexity,
+            required_capabilities=_list(required_capabilities),
+            depends_on=_list(depends_on),
+            parent_id=str(parent_id) if parent_id is not None else None,
+            timeout_seconds=timeout_seconds,
+        )
+        return self._post("/api/v1/tasks", body)
+
+    def list_tasks(
+        self,
+        *,
+        session_id: Id | None = None,
+        status: str | None = None,
+        parent_only: bool | None = None,
+        agent_id: Id | None = None,
+        page: int = 1,
+        page_size: int = 20,
+    ) -> JSON:
+        return self._get(
+            "/api/v1/tasks",
+            session_id=session_id,
+            status=status,
+            parent_only=parent_only,
+            agent_id=agent_id,
+            page=page,
+            page_size=page_size,
+        )
+
+    def get_task(self, task_id: Id) -> JSON:
+        return self._get(f"/api/v1/tasks/{_seg(task_id)}")
+
+    def start_task(self, task_id: Id, *, agent_id: Id | None = None) -> JSON:
+        return self._task_action(task_id, "start", agent_id=agent_id)
+
+    def complete_task(
+        self, task_id: Id, result: dict | None = None, *, agent_id: Id | None = None
+    ) -> JSON:
+        return self._task_action(task_id, "complete", result=result, agent_id=agent_id)
+
+    def fail_task(
+        self, task_id: Id, error: str, *, retryable: bool = True, agent_id: Id | None = None
+    ) -> JSON:
+        return self._task_action(
+            task_id, "fail", error=error, retryable=retryable, agent_id=agent_id
+        )
+
+    def cancel_task(self, task_id: Id) -> JSON:
+        return self._task_action(task_id, "cancel")
+
+    def assign_task(self, task_id: Id, agent_id: Id | None = None) -> JSON:
+        """Assign now; AgentUnavailable (not retried) when no agent fits."""
+        return self._task_action(task_id, "assign", agent_id=agent_id)
+
+    def report_progress(
+        self,
+        task_id: Id,
+        progress: int,
+        message: str | None = None,
+        *,
+        agent_id: Id | None = None,
+    ) -> JSON:
+        return self._task_action(
+            task_id, "progress", progress=progress, message=message, agent_id=agent_id
+        )
+
+    def decompose_task(self, task_id: Id, template: str) -> JSON:
+        """Accepted (202): a worker creates the subtasks; `get_task` shows them."""
+        return self._task_action(task_id, "decompose", template=template)
+
+    def _task_action(self, task_id: Id, action: str, **fields: Any) -> JSON:
+        if fields.get("agent_id") is not None:
+            fields["agent_id"] = str(fields["agent_id"])
+        return self._post(f"/api/v1/tasks/{_seg(task_id)}/{action}", _body(**fields))
+
+    # WebSockets (CONTRACT section 9)
+
+    def events(
+        self, path: str, last_event_id: str | int | None = None, **options: Any
+    ) -> EventStream:
+        """The events of a stream (`/ws/agents/<id>`, `/ws/sessions`, ...), reconnecting
+        with the last event id after a drop. Iterate it; `close()` it from any thread."""
+        return EventStream(self.ws_url, path, self.token, last_event_id, **options)
+
+
+def _body(**fields: Any) -> JSON:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _list(values: Iterable | None) -> list | None:
+    return None if values is None else [str(v) for v in values]
+
+
+def _seg(value: Id) -> str:
+    return quote(str(value), safe="")
