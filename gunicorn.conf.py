@@ -2,6 +2,16 @@
 
 import os
 
+from gunicorn.glogging import Logger
+
+from shared import metrics_dir
+
+# Prometheus multiprocess mode (orchestrator_api/metrics.py): each worker writes its
+# metrics to files in PROMETHEUS_MULTIPROC_DIR and /metrics sums them. Set here, in the
+# master, before a worker forks or imports prometheus_client; a fresh directory under the
+# system temp dir unless the variable names one (then it is emptied at start).
+metrics_dir.ensure_dir()
+
 
 def on_starting(server):
     # In the master, before any worker: a bad environment (in production, a missing or
@@ -10,6 +20,44 @@ def on_starting(server):
     from shared.config import load_settings_or_exit
 
     load_settings_or_exit()
+    metrics_dir.wipe(os.environ[metrics_dir.ENV])  # counts of an earlier run
+
+
+def child_exit(server, worker):
+    # A dead worker's gauges (its open WebSockets) stop counting; its counters still do.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    metrics_dir.remove_if_made_here(os.environ.get(metrics_dir.ENV))
+
+
+class JsonLogger(Logger):
+    """gunicorn's own lines (booting, worker exits and timeouts) go through the root
+    logger as JSON, like every other line (shared/logs.py), unless an error log file is
+    asked for. The access log, when asked for (ACCESS_LOG=1 or --access-logfile), keeps
+    gunicorn's format: the API logs each request itself (orchestrator_api/request_log.py)."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        if cfg.errorlog != "-":
+            return
+        from shared.config import ConfigError, Settings
+        from shared.logs import configure_logging
+
+        try:
+            settings = Settings.from_env()
+        except ConfigError:
+            settings = Settings()  # on_starting reports the error and stops
+        for handler in list(self.error_log.handlers):
+            self.error_log.removeHandler(handler)
+        self.error_log.propagate = True
+        configure_logging(settings)
+
+
+logger_class = JsonLogger
 
 
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))

@@ -11,12 +11,13 @@ from celery import Celery
 from flask import Flask, Response, request
 from flask_smorest import Api
 
-from orchestrator_api import auth, database, errors, idempotency, limits
+from orchestrator_api import auth, database, errors, idempotency, limits, request_log
 from orchestrator_api.jobs import make_job_sender
 from orchestrator_api.schemas.common import ErrorSchema
 from shared import __version__
 from shared.config import Settings, load_settings_or_exit
 from shared.db import Database
+from shared.logs import configure_logging
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
@@ -42,7 +43,7 @@ class Extensions:
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings_or_exit()
-    logging.basicConfig(level=settings.log_level)
+    configure_logging(settings)
     if not settings.api_secret_key:
         log.warning("API_SECRET_KEY is not set: using the public development key")
 
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
 
     api = OrchestratorApi(app, spec_kwargs={"extra_plugins": [auth.BearerAuthPlugin()]})
+    request_log.register(app)  # first: binds the request id, logs the final status
     errors.register(app)
     database.register(app)
     limits.register(app, settings)  # counts first: refused tokens count too
@@ -75,11 +77,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.before_request(idempotency.check_request)
     app.after_request(_add_request_id)
 
-    from orchestrator_api import ws
+    from orchestrator_api import metrics, ws
     from orchestrator_api.resources import agents, health, sessions, tasks
 
     ws.register(app)
     app.register_blueprint(health.blp)
+    metrics.register(app)
     for blueprint in (sessions.blp, agents.blp, tasks.blp):
         api.register_blueprint(blueprint)
     return app
@@ -89,11 +92,17 @@ def start_background(app: Flask) -> None:
     """In each web process (gunicorn's post_worker_init): the relay that publishes
     committed events, and the hub that fans them out to this process's sockets."""
     from orchestrator_api.ws import Hub
+    from shared.metrics import EVENTS_PUBLISHED
     from shared.relay import RelayThread
 
     ext = app.extensions["orchestrator"]
     if ext.relay is None:
-        ext.relay = RelayThread(ext.database, ext.redis, retention=ext.settings.event_retention)
+        ext.relay = RelayThread(
+            ext.database,
+            ext.redis,
+            retention=ext.settings.event_retention,
+            on_published=EVENTS_PUBLISHED.inc,
+        )
         ext.relay.start()
     if ext.hub is None:
         ext.hub = Hub(ext)

@@ -1,9 +1,14 @@
-"""Sends Celery jobs by name (ARCHITECTURE principle 6: the API imports no worker code)."""
+"""Sends Celery jobs by name (ARCHITECTURE principle 6: the API imports no worker code).
+
+Each job carries the id of the request that sent it in its `request_id` header, so the
+worker's log lines of that job name the request (shared/logs.py).
+"""
 
 from __future__ import annotations
 
 from celery import Celery
 
+from shared import logs
 from shared.config import Settings
 
 
@@ -18,7 +23,7 @@ def make_job_sender(settings: Settings):
     )
 
     def send(name: str, args: tuple, kwargs: dict) -> None:
-        client.send_task(name, args=args, kwargs=kwargs)
+        client.send_task(name, args=args, kwargs=kwargs, headers=logs.job_headers())
 
     send.client = client
     return send

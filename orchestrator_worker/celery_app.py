@@ -5,11 +5,14 @@ from __future__ import annotations
 from celery import Celery
 from celery.signals import worker_process_init
 
-from orchestrator_worker import runtime
+from orchestrator_worker import observability, runtime
 from shared import jobs
 from shared.config import load_settings_or_exit
 
 settings = load_settings_or_exit()
+# Before the jobs module (and prometheus_client with it) is imported.
+observability.prepare()
+observability.install(settings)
 # How often beat runs the sweeps; reconciliation runs at a third of that pace.
 SWEEP_INTERVAL = float(settings.sweep_interval_seconds)
 

@@ -2,7 +2,9 @@
 
 Every job is idempotent (ARCHITECTURE principle 2): it reloads rows, locks them, and
 does nothing when the work is already done; the beat sweeps do the same work again if a
-job is lost.
+job is lost. Jobs log the ids they touch (their own Celery task id and the request id that
+caused them are on every line, shared/logs.py) and count what the services return for
+/metrics (shared/metrics.py): the services know nothing of Prometheus.
 """
 
 from __future__ import annotations
@@ -13,13 +15,22 @@ import uuid
 from celery import shared_task
 
 from orchestrator_worker import runtime
-from shared import jobs, relay
+from shared import jobs, metrics, relay
 from shared.services import assignment, decomposition, idempotency, sweeps
 from shared.services import tasks as task_service
 
 log = logging.getLogger(__name__)
 
 JOB_OPTIONS = {"acks_late": True, "ignore_result": True}
+REPAIRS = (
+    "timed_out_tasks",
+    "released_dependents",
+    "released_from_offline_agents",
+    "finished_decompositions",
+    "expired_idempotency_keys",
+)
+for _repair in REPAIRS:  # every series from 0, so rate() sees the first repair
+    metrics.SWEEP_REPAIRS.labels(_repair)
 
 
 @shared_task(name=jobs.ASSIGN_READY_TASKS, **JOB_OPTIONS)
@@ -29,11 +40,16 @@ def assign_ready_tasks() -> int:
     while True:
         with runtime.database().transaction() as db:
             assigned = assignment.assign_ready(db)
-        total += len(assigned)
+            times = metrics.assignment_times(db, [task_id for task_id, _ in assigned])
         if not assigned:  # no ready task that an agent with room can take
             break
-    if total:
-        log.info("assigned %d tasks", total)
+        metrics.observe_assignments(times)
+        total += len(assigned)
+        log.info(
+            "assigned %d tasks",
+            len(assigned),
+            extra={"assignments": {str(task): str(agent) for task, agent in assigned}},
+        )
     return total
 
 
@@ -41,7 +57,12 @@ def assign_ready_tasks() -> int:
 def decompose_task(task_id: str) -> int:
     with runtime.database().transaction() as db:
         created = decomposition.run(db, task_id=uuid.UUID(task_id))
-    log.info("decomposed task %s into %d subtasks", task_id, len(created))
+    log.info(
+        "decomposed task %s into %d subtasks",
+        task_id,
+        len(created),
+        extra={"task_id": task_id, "subtask_ids": [str(s) for s in created]},
+    )
     return len(created)
 
 
@@ -55,6 +76,7 @@ def expire_heartbeats() -> int:
         if expired < sweeps.BATCH:
             break
     if total:
+        metrics.HEARTBEAT_EXPIRIES.inc(total)
         log.warning("%d agents went OFFLINE (heartbeat expired)", total)
     return total
 
@@ -64,6 +86,7 @@ def time_out_tasks() -> int:
     with runtime.database().transaction() as db:
         timed_out = sweeps.time_out_tasks(db)
     if timed_out:
+        metrics.SWEEP_REPAIRS.labels("timed_out_tasks").inc(timed_out)
         log.warning("%d tasks timed out", timed_out)
     return timed_out
 
@@ -78,8 +101,11 @@ def reconcile() -> dict:
             "finished_decompositions": sweeps.finish_lost_decompositions(db),
             "expired_idempotency_keys": idempotency.prune(db),
         }
+    for repair, count in repaired.items():
+        if count:
+            metrics.SWEEP_REPAIRS.labels(repair).inc(count)
     if any(repaired.values()):
-        log.warning("reconcile repaired %s", repaired)
+        log.warning("reconcile repaired %s", repaired, extra={"repaired": repaired})
     return repaired
 
 
@@ -90,5 +116,7 @@ def publish_events() -> int:
     published = relay.publish_once(
         runtime.database(), runtime.redis(), retention=settings.event_retention
     )
+    if published:
+        metrics.EVENTS_PUBLISHED.inc(published)
     relay.prune(runtime.database(), retention=settings.event_retention)
     return published

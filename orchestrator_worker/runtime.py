@@ -6,6 +6,7 @@ import threading
 
 import redis as redis_lib
 
+from shared import logs
 from shared.config import load_settings_or_exit
 from shared.db import Database
 
@@ -17,7 +18,8 @@ _redis: redis_lib.Redis | None = None
 def _send(name: str, args: tuple, kwargs: dict) -> None:
     from orchestrator_worker.celery_app import app
 
-    app.send_task(name, args=args, kwargs=kwargs)
+    # a job sent by a job carries on the request id of the job that sent it
+    app.send_task(name, args=args, kwargs=kwargs, headers=logs.job_headers())
 
 
 def database() -> Database:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC
 
 import redis as redis_lib
@@ -136,16 +137,24 @@ def prune(database: Database, *, retention: int) -> int:
 
 
 class RelayThread(threading.Thread):
-    """Polls for unpublished events and publishes them (one per web process)."""
+    """Polls for unpublished events and publishes them (one per web process);
+    `on_published(n)` is told each batch (the web process counts them for /metrics)."""
 
     def __init__(
-        self, database: Database, redis: redis_lib.Redis, *, retention: int, interval: float = 0.02
+        self,
+        database: Database,
+        redis: redis_lib.Redis,
+        *,
+        retention: int,
+        interval: float = 0.02,
+        on_published: Callable[[int], object] | None = None,
     ) -> None:
         super().__init__(name="outbox-relay", daemon=True)
         self.database = database
         self.redis = redis
         self.retention = retention
         self.interval = interval
+        self.on_published = on_published
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -153,6 +162,8 @@ class RelayThread(threading.Thread):
         while not self.stopped.is_set():
             try:
                 published = publish_once(self.database, self.redis, retention=self.retention)
+                if published and self.on_published is not None:
+                    self.on_published(published)
                 published_since_prune += published
                 if published_since_prune > self.retention // 10:
                     prune(self.database, retention=self.retention)

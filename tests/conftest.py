@@ -151,6 +151,22 @@ def redis(settings):
     return redis_lib.Redis.from_url(settings.redis_url)
 
 
+@pytest.fixture
+def spare_redis_url(settings):
+    """A second Redis db, claimed like the run's own: a broker that the in-process
+    `celery_worker` does not consume from."""
+    for index in range(1, 16):
+        client = redis_lib.Redis(host="127.0.0.1", port=6379, db=index)
+        if client.set(CLAIM_KEY, os.getpid(), nx=True, ex=3600):
+            break
+    else:
+        raise RuntimeError("every Redis db index 1-15 is claimed")
+    try:
+        yield f"redis://127.0.0.1:6379/{index}"
+    finally:
+        client.flushdb()  # also releases the claim
+
+
 @pytest.fixture(scope="session")
 def celery_worker(settings):
     from orchestrator_worker import runtime

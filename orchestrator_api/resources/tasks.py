@@ -21,9 +21,11 @@ from orchestrator_api.schemas.tasks import (
     TaskPageSchema,
     TaskSchema,
 )
+from shared import metrics
 from shared.models import Task
 from shared.services import assignment, decomposition
 from shared.services import tasks as service
+from shared.unit_of_work import after_commit
 
 blp = Blueprint("tasks", __name__, url_prefix="/api/v1/tasks", description="Tasks")
 
@@ -119,6 +121,8 @@ def cancel_task(task_id):
 def assign_task(body, task_id):
     """Assign now, to the given agent or the best fitting one (503 when none fits)."""
     task = assignment.assign_one(db(), task_id=parse_id(task_id), agent_id=body.get("agent_id"))
+    assigned = [(task.created_at, task.assigned_at, task.attempts)]
+    after_commit(db(), lambda: metrics.observe_assignments(assigned))
     return task_view(task)
 
 

@@ -1,0 +1,62 @@
+"""The Procfile's worker serves the metrics its prefork children count on
+WORKER_METRICS_PORT, and logs JSON lines with the job's ids."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import requests
+from celery import Celery
+from sqlalchemy import text
+
+from shared import jobs
+from tests.api.helpers import register
+from tests.api.test_metrics import parse
+from tests.conftest import wait_for
+from tests.test_processes import free_port, output, start, stop
+
+
+def test_worker_metrics_sum_its_pool_processes(settings, spare_redis_url, client, database):
+    agent = register(client)
+    with database.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE agents SET last_heartbeat_at = now() - interval '1 day' WHERE id = :id"),
+            {"id": agent["id"]},
+        )
+    port = free_port()
+    # a broker of its own: the in-process test worker does not take these jobs
+    worker = start(
+        "worker",
+        settings,
+        REDIS_URL=spare_redis_url,
+        WORKER_METRICS_PORT=str(port),
+        WORKER_CONCURRENCY="1",
+        LOG_LEVEL="INFO",
+    )
+    sender = Celery("test-sender", broker=spare_redis_url, set_as_current=False)
+    try:
+
+        def scrape():
+            assert worker.poll() is None, output(worker)
+            try:
+                return parse(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+            except requests.ConnectionError:
+                return None
+
+        wait_for(scrape, timeout=30)
+        sender.send_task(jobs.EXPIRE_HEARTBEATS, headers={"request_id": "req-from-test"})
+        samples = wait_for(
+            lambda: (s := scrape()) and s["orchestrator_heartbeat_expiries_total",] == 1 and s,
+            timeout=30,
+        )
+        key = ("orchestrator_jobs_total", jobs.EXPIRE_HEARTBEATS, "SUCCESS")
+        assert samples[key] == 1
+        time.sleep(0.5)  # the log line is flushed by the child
+        lines = [json.loads(x) for x in output(worker).splitlines() if x.startswith("{")]
+        (expired,) = [x for x in lines if x["logger"] == "orchestrator_worker.jobs"]
+        assert expired["job"] == jobs.EXPIRE_HEARTBEATS
+        assert expired["request_id"] == "req-from-test" and expired["job_id"]
+    finally:
+        sender.close()
+        stop(worker)
