@@ -10,10 +10,17 @@ import signal
 import sys
 import traceback
 
-from bench import assignment, heartbeat
+from bench import assignment, dispatch, engine_throughput, expiry, heartbeat, websocket
 from bench.common import Result, machine
 
-BENCHMARKS = {"heartbeat": heartbeat.run, "assignment": assignment.run}
+BENCHMARKS = {
+    "heartbeat": heartbeat.run,
+    "assignment": assignment.run,
+    "dispatch": dispatch.run,
+    "engine_throughput": engine_throughput.run,
+    "expiry": expiry.run,
+    "websocket": websocket.run,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

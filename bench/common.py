@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +25,9 @@ SERVER_URL = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+# Test runs claim a free Redis db index with this key (tests/conftest.py): a benchmark
+# refuses an index a test run holds, and holds its own the same way while it runs.
+CLAIM_KEY = "orchestrator-test-run"
 
 
 @dataclass(frozen=True)
@@ -37,25 +42,69 @@ class Result:
 
 
 @contextmanager
-def benchmark_database(label: str) -> Iterator[Settings]:
+def benchmark_database(label: str, redis_db: int | None = None) -> Iterator[Settings]:
     """A freshly migrated database of this run's own (dropped at the end, even on failure)
-    and the benchmark Redis db index (flushed before and after)."""
+    and a Redis db index (default: that of BENCH_REDIS_URL), flushed before and after."""
+    redis_url = REDIS_URL if redis_db is None else f"{REDIS_URL.rsplit('/', 1)[0]}/{redis_db}"
+    client = redis.Redis.from_url(redis_url)
+    claim = client.get(CLAIM_KEY)
+    if claim is not None and not _stale_bench_claim(claim.decode()):
+        raise RuntimeError(f"Redis {redis_url} is in use (claimed by {claim.decode()!r})")
+    client.flushdb()
+    client.set(CLAIM_KEY, f"bench {label} {os.getpid()}", ex=3 * 3600)
+    try:
+        with fresh_database(label) as settings:
+            yield settings.with_overrides(redis_url=redis_url)
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@contextmanager
+def fresh_database(label: str) -> Iterator[Settings]:
+    """A freshly migrated database of this run's own, dropped at the end, even on failure
+    (for a benchmark that needs no Redis, or a second database)."""
     name = f"orch_bench_{label}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     url = make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False)
     settings = Settings(database_url=url, redis_url=REDIS_URL, log_level="WARNING")
     admin = create_engine(SERVER_URL, isolation_level="AUTOCOMMIT")
-    flush_redis = redis.Redis.from_url(REDIS_URL).flushdb
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
         _migrate(settings)
-        flush_redis()
         yield settings
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
-        flush_redis()
+
+
+def percentiles(values: list[float], *points: int) -> list[float]:
+    """The given percentiles (1 to 99) of the values, by statistics.quantiles."""
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return [cuts[point - 1] for point in points]
+
+
+def paced(count: int, per_second: float) -> Iterator[int]:
+    """0 .. count-1, each at its time on a fixed schedule (a late one does not shift the rest)."""
+    began = time.perf_counter()
+    for n in range(count):
+        delay = began + n / per_second - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        yield n
+
+
+def _stale_bench_claim(claim: str) -> bool:
+    """A claim left by a benchmark run that is gone (killed before its clean-up)."""
+    words = claim.split()
+    if words[:1] != ["bench"] or not words[-1].isdigit():
+        return False
+    try:
+        os.kill(int(words[-1]), 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def _migrate(settings: Settings) -> None:

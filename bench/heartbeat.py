@@ -16,29 +16,20 @@ import http.client
 import json
 import multiprocessing
 import os
-import re
-import runpy
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 from urllib.parse import urlsplit
 
 import requests
 
-from bench.common import ROOT, Result, benchmark_database
-from shared.config import Settings
+from bench.common import Result, benchmark_database
+from bench.stack import web_server
 from shared.enums import AgentType, Capability
 
 AGENTS = 200
@@ -49,9 +40,6 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 # Other gunicorn settings tried after the headline, as WORKERSxTHREADS.
 SWEEP = os.environ.get("BENCH_WEB_SWEEP", "1x16,2x8,3x8,4x4")
 GOAL_RATIO = 0.6
-# The limiter still counts every request, but never refuses one.
-UNLIMITED_RATE = "1000000/second"
-BIN = Path(sys.executable).parent
 WRK_SCRIPT = Path(__file__).with_name("requests.lua")
 
 
@@ -102,7 +90,8 @@ def run() -> list[Result]:
         health_file = write_requests(Path(tmp, "health"), [("GET", "/health", "", "")])
         heartbeat_file = Path(tmp, "heartbeat")
         for web_setting in settings_to_try:
-            with web_server(settings, web_setting) as (base_url, label):
+            with web_server(settings, web_setting) as server:
+                base_url, label = server.url, server.label
                 if not heartbeat_file.exists():
                     write_requests(heartbeat_file, heartbeat_requests(register_agents(base_url)))
                 load(base_url, heartbeat_file, WARMUP_SECONDS)
@@ -148,85 +137,6 @@ def print_sweep(comparisons: list[Comparison]) -> None:
         )
     best = max(comparisons, key=lambda c: c.heartbeat.per_second)
     print(f"\n  most heartbeats/s: web {best.web}")
-
-
-# --- the server -------------------------------------------------------------------------
-
-
-@contextmanager
-def web_server(settings: Settings, workers_threads: tuple[int, int] | None) -> Iterator[tuple]:
-    """The Procfile's `web` process; yields its base URL and its `WORKERSxTHREADS` label."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "LOG_LEVEL": "WARNING",
-        "ORCHESTRATOR_ENV": "development",  # agents register without a token
-        "RATE_LIMIT": UNLIMITED_RATE,
-        "PORT": str(port),
-    }
-    if workers_threads:
-        env.update(WEB_CONCURRENCY=str(workers_threads[0]), WEB_THREADS=str(workers_threads[1]))
-    label = gunicorn_setting(env) + ("" if workers_threads else " in effect")
-    base_url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log:
-        server = subprocess.Popen(
-            ["bash", "-c", "exec " + procfile_web_command()],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            wait_until_ready(base_url, server, log)
-            yield base_url, label
-        finally:
-            stop(server)
-
-
-def procfile_web_command() -> str:
-    procfile = (ROOT / "Procfile").read_text()
-    return re.search(r"^web:(.*)$", procfile, re.MULTILINE).group(1).strip()
-
-
-def gunicorn_setting(env: dict[str, str]) -> str:
-    with mock.patch.dict(os.environ, env, clear=True):
-        config = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
-    return f"{config['workers']}x{config['threads']}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_ready(base_url: str, server: subprocess.Popen, log, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"gunicorn exited:\n{log.read().decode(errors='replace')}")
-        try:
-            with urllib.request.urlopen(f"{base_url}/ready", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"gunicorn did not become ready within {timeout} s")
-
-
-def stop(server: subprocess.Popen) -> None:
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
 
 
 # --- the requests -----------------------------------------------------------------------

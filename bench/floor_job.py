@@ -1,0 +1,18 @@
+"""A trivial job for the dispatch floor, loaded into the Procfile's worker with
+`--include bench.floor_job`: it pushes its argument onto a Redis list, where the
+benchmark waits for it (BLPOP). The same Celery app, settings and broker as the jobs."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from orchestrator_worker import runtime
+from orchestrator_worker.jobs import JOB_OPTIONS
+
+NAME = "bench.floor_touch"
+DONE_KEY = "bench:floor:done"
+
+
+@shared_task(name=NAME, **JOB_OPTIONS)
+def touch(token: str) -> None:
+    runtime.redis().rpush(DONE_KEY, token)
