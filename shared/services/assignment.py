@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import case, exists, or_, select, text
+from sqlalchemy import and_, case, select, text
 from sqlalchemy.orm import Session
 
 from shared import events
@@ -27,7 +27,6 @@ from shared.services import tasks as task_service
 from shared.services.common import settings_of
 
 DEFAULT_BATCH = 500
-MAX_CAPABILITY_SETS = 64
 
 _priority_rank = case(
     {p.value: rank for p, rank in PRIORITY_RANK.items()}, value=WorkSession.priority
@@ -101,35 +100,46 @@ def _capability_sets(db: Session, *, agent_id: uuid.UUID | None) -> list[frozens
     return [s for s in sets if not any(s < other for other in sets)]
 
 
+def _placeable_requirements(
+    db: Session, *, agent_id: uuid.UUID | None, task_ids: list[uuid.UUID] | None
+) -> list[list[str]]:
+    """The distinct required-capability lists of ready tasks that some agent with room
+    covers: one containment check per distinct list, not per task."""
+    capability_sets = _capability_sets(db, agent_id=agent_id)
+    if not capability_sets:
+        return []
+    query = select(Task.required_capabilities).where(_ready).distinct()
+    if task_ids is not None:
+        query = query.where(Task.id.in_(task_ids))
+    return [
+        required
+        for required in db.scalars(query)
+        if any(set(required) <= agent_set for agent_set in capability_sets)
+    ]
+
+
+_ready = and_(
+    Task.status == TaskStatus.PENDING,
+    Task.has_subtasks.is_(False),
+    Task.decomposition_template.is_(None),
+)
+
+
 def _ready_tasks(
     db: Session, *, limit: int, task_ids: list[uuid.UUID] | None, agent_id: uuid.UUID | None
 ):
     """Ready tasks that some agent with room could take, most urgent first. Tasks nobody
     can take are not selected, so they never hold back the ones behind them."""
-    capability_sets = _capability_sets(db, agent_id=agent_id)
-    if not capability_sets:
+    placeable = _placeable_requirements(db, agent_id=agent_id, task_ids=task_ids)
+    if not placeable:
         return []
-    if len(capability_sets) <= MAX_CAPABILITY_SETS:
-        placeable = or_(
-            *(Task.required_capabilities.contained_by(sorted(s)) for s in capability_sets)
-        )
-    else:
-        placeable = exists(
-            select(Agent.id).where(
-                Agent.status.in_([AgentStatus.IDLE, AgentStatus.ACTIVE]),
-                Agent.current_load < 100,
-                Agent.capabilities.contains(Task.required_capabilities),
-            )
-        )
     query = (
         select(Task.id, Task.required_capabilities)
         .join(WorkSession, WorkSession.id == Task.session_id)
         .where(
-            Task.status == TaskStatus.PENDING,
-            Task.has_subtasks.is_(False),
-            Task.decomposition_template.is_(None),
+            _ready,
             WorkSession.status == SessionStatus.RUNNING,
-            placeable,
+            Task.required_capabilities.in_(placeable),
         )
         .order_by(_priority_rank, Task.created_at, Task.id)
         .limit(limit)
@@ -146,7 +156,9 @@ def _lock_agents(db: Session, *, agent_id: uuid.UUID | None) -> dict[uuid.UUID, 
     if agent_id is not None:
         query = query.where(Agent.id == agent_id).with_for_update()
     else:
-        query = query.order_by(Agent.id).with_for_update(skip_locked=True)
+        # Wait (in id order, so concurrent jobs cannot deadlock) rather than skip: a job
+        # that skipped locked agents would find none and leave its ready tasks waiting.
+        query = query.order_by(Agent.id).with_for_update()
     rows = db.execute(query).all()
     held = agent_service.held_counts(db, agent_ids=[r.id for r in rows])
     return {
