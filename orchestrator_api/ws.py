@@ -53,11 +53,12 @@ class Subscription:
     queue: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=BUFFER_SIZE))
     overflowed: bool = False
 
-    def offer(self, message: dict) -> None:
+    def offer(self, message: dict, raw: str) -> None:
+        """Queue an event and its JSON text (made once per event, not once per socket)."""
         if self.overflowed:
             return
         try:
-            self.queue.put_nowait(message)
+            self.queue.put_nowait((message, raw))
         except queue.Full:
             self.overflowed = True
 
@@ -97,11 +98,12 @@ class Hub:
     def connections(self) -> int:
         return len(self.subscriptions) + len(self.system_subscriptions)
 
-    def _dispatch(self, message: dict) -> None:
+    def _dispatch(self, message: dict, raw: str | None = None) -> None:
         with self.lock:
             targets = [s for s in self.subscriptions if s.wants(message)]
+        raw = raw or json.dumps(message)
         for subscription in targets:
-            subscription.offer(message)
+            subscription.offer(message, raw)
 
     def _catch_up(self, before: int | None = None) -> None:
         """Deliver from PostgreSQL what the stream did not carry, up to `before`."""
@@ -132,7 +134,8 @@ class Hub:
                         continue
                     if seq > self.last_seq + 1:
                         self._catch_up(before=seq)
-                    self._dispatch(json.loads(fields[b"m"]))
+                    raw = fields[b"m"].decode()
+                    self._dispatch(json.loads(raw), raw)
                     self.last_seq = seq
             except Exception:
                 log.exception("event fan-out failed; retrying")
@@ -145,7 +148,7 @@ class Hub:
                 with self.lock:
                     targets = list(self.system_subscriptions)
                 for subscription in targets:
-                    subscription.offer(self.health)
+                    subscription.offer(self.health, json.dumps(self.health))
             except Exception:
                 log.exception("system health tick failed")
             self.stopped.wait(self.settings.system_event_interval_seconds)
@@ -268,11 +271,11 @@ def _pump(ws, events_hub: Hub, subscription: Subscription, floor: int = 0) -> No
             ws.close(GOING_AWAY_CLOSE, "server shutting down; reconnect with last_event_id")
             return
         try:
-            message = subscription.queue.get(timeout=0.25)
+            message, raw = subscription.queue.get(timeout=0.25)
         except queue.Empty:
             message = None
         if message is not None and (floor == 0 or _seq(message) > floor):
-            ws.send(json.dumps(message))
+            ws.send(raw)
         _answer_client(ws)
 
 
