@@ -66,14 +66,19 @@ def expire_heartbeats(db: Session, *, limit: int = BATCH) -> int:
 
 
 def _release_tasks_of(db: Session, agent_ids: list[uuid.UUID], *, reason: str) -> int:
-    held = db.scalars(
-        select(Task.id)
+    held = db.execute(
+        select(Task.id, Task.status, Task.attempts, Task.parent_id, Task.session_id)
         .where(Task.assigned_agent_id.in_(agent_ids), Task.status.in_(HELD_TASK_STATUSES))
         .order_by(Task.id)
         .with_for_update(skip_locked=True)
     ).all()
-    for task_id in held:
-        task_service.release(db, task_id=task_id, reason=reason, refresh_agent=False)
+    max_attempts = settings_of(db).task_max_attempts
+    in_bulk = [t for t in held if t.attempts + 1 < max_attempts and t.parent_id is None]
+    task_service.requeue_many(db, held=in_bulk, reason=reason)
+    bulk_ids = {t.id for t in in_bulk}
+    for task in held:
+        if task.id not in bulk_ids:
+            task_service.release(db, task_id=task.id, reason=reason, refresh_agent=False)
     return len(held)
 
 

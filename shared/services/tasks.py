@@ -11,7 +11,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from shared import events, jobs
@@ -29,7 +29,7 @@ from shared.models.types import utcnow
 from shared.services import agents as agent_service
 from shared.services import sessions as session_service
 from shared.services.common import Page, paginate, settings_of
-from shared.states import move_task
+from shared.states import can_move_task, move_task
 from shared.unit_of_work import request_job
 
 DEFAULT_CAPABILITIES = [Capability.CODE_GENERATION.value]
@@ -290,6 +290,51 @@ def release(
     if refresh_agent and holder:
         agent_service.refresh_statuses(db, agent_ids=[holder])
     return task
+
+
+def requeue_many(db: Session, *, held: list, reason: str) -> None:
+    """Bulk `release` for the expiry sweep: held tasks (rows with id, status, session_id,
+    assigned_agent_id, already locked) that have attempts left and no parent go back to
+    PENDING in one statement. Tasks that would fail for good, or whose parent follows
+    them, take the per-task path (`release`)."""
+    if not held:
+        return
+    for row in held:
+        if not can_move_task(TaskStatus(row.status), TaskStatus.PENDING):
+            raise InvalidTransition(f"Cannot release a task that is {row.status}")
+    db.execute(
+        update(Task)
+        .where(Task.id.in_([row.id for row in held]))
+        .values(
+            status=TaskStatus.PENDING,
+            attempts=Task.attempts + 1,
+            error=reason,
+            assigned_agent_id=None,
+            assigned_at=None,
+            started_at=None,
+            deadline_at=None,
+            progress=0,
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    events.record_many(
+        db,
+        [
+            (
+                events.TASK_STATUS_CHANGED,
+                {
+                    "task_id": row.id,
+                    "session_id": row.session_id,
+                    "status": TaskStatus.PENDING,
+                    "previous_status": row.status,
+                    "agent_id": None,
+                },
+            )
+            for row in held
+        ],
+    )
+    request_job(db, jobs.ASSIGN_READY_TASKS)
 
 
 def _fail_held(db: Session, task: Task, *, error: str, retryable: bool) -> None:

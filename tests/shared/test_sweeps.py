@@ -1,0 +1,70 @@
+"""The expiry sweep's two release paths: in bulk, and task by task where a parent follows
+its subtasks or the attempt is the last."""
+
+import uuid
+
+from sqlalchemy import text
+
+from shared.services import assignment, sweeps
+from shared.services import tasks as task_service
+from tests.api.helpers import make_task, register, start_session
+
+
+def test_expiry_releases_in_bulk_and_one_by_one(client, database, db):
+    session = start_session(client)
+    agent = register(client, max_concurrent_tasks=10)
+    plain = make_task(client, session["id"])
+    parent = make_task(client, session["id"])
+    child = make_task(client, session["id"], parent_id=parent["id"])
+    last_try = make_task(client, session["id"])
+    with database.transaction() as tx:
+        tx.execute(text("UPDATE tasks SET attempts = 2 WHERE id = :id"), {"id": last_try["id"]})
+        assert len(assignment.assign_ready(tx)) == 3
+        task_service.start(tx, task_id=uuid.UUID(child["id"]))
+        tx.execute(
+            text("UPDATE agents SET last_heartbeat_at = now() - interval '1 hour' WHERE id = :id"),
+            {"id": agent["id"]},
+        )
+    with database.transaction() as tx:
+        assert sweeps.expire_heartbeats(tx) == 1
+
+    def task(task_id):
+        return client.get(f"/api/v1/tasks/{task_id}").json
+
+    assert client.get(f"/api/v1/agents/{agent['id']}").json["status"] == "OFFLINE"
+    assert (task(plain["id"])["status"], task(plain["id"])["attempts"]) == ("CANCELLED", 1)
+    assert task(last_try["id"])["status"] == "FAILED"  # its last attempt: fails the session
+    assert client.get(f"/api/v1/sessions/{session['id']}").json["status"] == "FAILED"
+    assert task(child["id"])["attempts"] == 1
+    assert task(parent["id"])["status"] in ("FAILED", "CANCELLED")
+
+
+def test_bulk_release_records_events_and_frees_the_task(client, database):
+    session = start_session(client)
+    agent = register(client)
+    plain = make_task(client, session["id"])
+    with database.transaction() as tx:
+        assignment.assign_ready(tx)
+        tx.execute(
+            text("UPDATE agents SET last_heartbeat_at = now() - interval '1 hour' WHERE id = :id"),
+            {"id": agent["id"]},
+        )
+    with database.transaction() as tx:
+        sweeps.expire_heartbeats(tx)
+    released = client.get(f"/api/v1/tasks/{plain['id']}").json
+    assert released["status"] == "PENDING" and released["attempts"] == 1
+    assert released["assigned_agent_id"] is None and "expired" in released["error"]
+    with database.transaction() as tx:
+        changes = (
+            tx.execute(
+                text(
+                    "SELECT payload->>'status' FROM outbox_events"
+                    " WHERE type = 'task.status_changed' AND payload->>'task_id' = :id"
+                    " ORDER BY id"
+                ),
+                {"id": plain["id"]},
+            )
+            .scalars()
+            .all()
+        )
+    assert changes == ["ASSIGNED", "PENDING"]
