@@ -4,23 +4,20 @@ import os
 
 from gunicorn.glogging import Logger
 
-from shared import metrics_dir
-
-# Prometheus multiprocess mode (orchestrator_api/metrics.py): each worker writes its
-# metrics to files in PROMETHEUS_MULTIPROC_DIR and /metrics sums them. Set here, in the
-# master, before a worker forks or imports prometheus_client; a fresh directory under the
-# system temp dir unless the variable names one (then it is emptied at start).
-metrics_dir.ensure_dir()
-
 
 def on_starting(server):
     # In the master, before any worker: a bad environment (in production, a missing or
     # short API_SECRET_KEY) stops gunicorn with one line and exit code 2. Found in a
     # worker instead, the master would respawn it forever.
+    from shared import metrics_dir
     from shared.config import load_settings_or_exit
 
     load_settings_or_exit()
-    metrics_dir.wipe(os.environ[metrics_dir.ENV])  # counts of an earlier run
+    # Prometheus multiprocess mode (orchestrator_api/metrics.py): each worker writes its
+    # metrics to files in PROMETHEUS_MULTIPROC_DIR and /metrics sums them. Set here, once,
+    # before a worker forks: a fresh directory under the system temp dir (removed when the
+    # master exits) unless the variable names one (emptied of an earlier run's files).
+    metrics_dir.ensure_dir()
 
 
 def child_exit(server, worker):
@@ -28,10 +25,6 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
-
-
-def on_exit(server):
-    metrics_dir.remove_if_made_here(os.environ.get(metrics_dir.ENV))
 
 
 class JsonLogger(Logger):

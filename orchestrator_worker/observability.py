@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 METRICS_PORT_ENV = "WORKER_METRICS_PORT"
 _running: dict[str, tuple] = {}  # Celery task id -> (log binding, start time)
-_made_dir: list[str] = []
 
 
 def metrics_port() -> int | None:
@@ -41,10 +40,7 @@ def prepare() -> None:
         return
     if "shared.metrics" in sys.modules:
         log.warning("shared.metrics was imported before the worker set up its metrics")
-    made = not os.environ.get(metrics_dir.ENV)
-    path = metrics_dir.ensure_dir()
-    if made:
-        _made_dir.append(path)
+    metrics_dir.ensure_dir()
 
 
 def install(settings: Settings) -> None:
@@ -57,7 +53,6 @@ def install(settings: Settings) -> None:
     signals.task_prerun.connect(_job_started, weak=False)
     signals.task_postrun.connect(_job_finished, weak=False)
     signals.worker_ready.connect(_serve_metrics, weak=False)
-    signals.worker_shutdown.connect(_remove_metrics_dir, weak=False)
 
 
 def _job_started(task_id=None, task=None, **_kwargs) -> None:
@@ -93,8 +88,3 @@ def _serve_metrics(**_kwargs) -> None:
         log.error("worker metrics not served on port %d: %s", port, exc)
         return
     log.info("worker metrics on :%d/metrics", port, extra={"port": port})
-
-
-def _remove_metrics_dir(**_kwargs) -> None:
-    for path in _made_dir:
-        metrics_dir.remove_if_made_here(path)

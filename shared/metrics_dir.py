@@ -2,14 +2,15 @@
 
 Each process writes its metrics to files in PROMETHEUS_MULTIPROC_DIR and whoever serves
 /metrics sums them. prometheus_client chooses its storage when it is imported, and metrics
-made before keep theirs, so `ensure_dir` runs before shared/metrics.py is imported: in
-gunicorn's config (the master, before workers fork) and in the Celery worker's app module.
-Celery's command line imports prometheus_client earlier (through Flower's plugin), so the
-choice is made again here. Nothing here imports prometheus_client.
+made before keep theirs, so `ensure_dir` runs before shared/metrics.py is imported and
+before any child forks: in gunicorn's `on_starting` (the master) and in the Celery worker's
+app module. Celery's command line imports prometheus_client earlier (through Flower's
+plugin), so the choice is made again here. Nothing here imports prometheus_client.
 """
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import shutil
@@ -21,12 +22,17 @@ PREFIX = "orchestrator-metrics-"
 
 
 def ensure_dir() -> str:
-    """PROMETHEUS_MULTIPROC_DIR, made (fresh, under the system temp dir) when unset."""
+    """PROMETHEUS_MULTIPROC_DIR: the directory it names, emptied of an earlier run's files,
+    or, when unset, a fresh one under the system temp dir, removed when this process exits
+    (not when its forked children do)."""
     path = os.environ.get(ENV)
-    if not path:
+    if path:
+        os.makedirs(path, exist_ok=True)
+        wipe(path)
+    else:
         path = tempfile.mkdtemp(prefix=PREFIX)
         os.environ[ENV] = path
-    os.makedirs(path, exist_ok=True)
+        atexit.register(_remove, path, os.getpid())
     values = sys.modules.get("prometheus_client.values")
     if values is not None:  # already imported: the metrics made from now on use files
         values.ValueClass = values.get_value_class()
@@ -39,10 +45,6 @@ def wipe(path: str) -> None:
         os.unlink(name)
 
 
-def remove_if_made_here(path: str | None) -> None:
-    """Remove the directory at exit, if `ensure_dir` made it."""
-    if not path:
-        return
-    made = os.path.dirname(os.path.abspath(path)) == os.path.abspath(tempfile.gettempdir())
-    if made and os.path.basename(path).startswith(PREFIX):
+def _remove(path: str, owner: int) -> None:
+    if os.getpid() == owner:
         shutil.rmtree(path, ignore_errors=True)
