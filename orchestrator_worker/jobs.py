@@ -50,6 +50,8 @@ def assign_ready_tasks() -> int:
             len(assigned),
             extra={"assignments": {str(task): str(agent) for task, agent in assigned}},
         )
+        if len(assigned) < assignment.DEFAULT_BATCH:  # nothing more, or no room left
+            break
     return total
 
 
