@@ -131,7 +131,7 @@ def register(app: Flask, settings: Settings) -> Limiter:
             response.headers["Retry-After"] = str(max(1, math.ceil(reset_at - time.time())))
         return response
 
-    app.before_request(counts.forget)
     app.after_request(add_headers)
+    app.teardown_request(lambda _exc: counts.forget())  # the limiter's hit came before
     app.extensions["orchestrator_limiter"] = limiter
     return limiter
