@@ -24,6 +24,7 @@ import redis as redis_lib
 from flask import Blueprint, current_app, request
 from flask_sock import Sock
 from sqlalchemy import func, select
+from wsproto.frame_protocol import CloseReason
 
 from orchestrator_api import ws_access
 from shared import relay
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # Per socket: room for a burst as large as the relay's retention window.
 BUFFER_SIZE = 10000
+CLOSE_GRACE_SECONDS = 1.0
 GOING_AWAY_CLOSE = 1001
 SLOW_CLIENT_CLOSE = 1013
 NOT_FOUND_CLOSE = 4404
@@ -219,6 +221,18 @@ def _for_agent(agent_id: str) -> Filter:
     return wants
 
 
+def _close(ws, code: int, reason: str) -> None:
+    """Close with a code and reason the client can read: wait a moment for its closing
+    reply, since a socket closed with unread input is reset and the reset can discard
+    our close frame before the client reads it."""
+    ws.close(code, reason)
+    deadline = time.monotonic() + CLOSE_GRACE_SECONDS
+    while time.monotonic() < deadline:
+        if ws.close_reason != CloseReason.NO_STATUS_RCVD:  # the client's reply was read
+            return
+        time.sleep(0.02)
+
+
 def _serve_one(ws, model, raw_id: str, filter_for: Callable[[str], Filter]) -> None:
     """The stream of one session or agent; an unknown or malformed id closes the socket
     with a reason."""
@@ -226,12 +240,12 @@ def _serve_one(ws, model, raw_id: str, filter_for: Callable[[str], Filter]) -> N
     try:
         entity_id = uuid.UUID(raw_id)
     except ValueError:
-        ws.close(BAD_REQUEST_CLOSE, f"{what} id is not a UUID: not found")
+        _close(ws, BAD_REQUEST_CLOSE, f"{what} id is not a UUID: not found")
         return
     with current_app.extensions["orchestrator"].database.session() as db:
         found = db.get(model, entity_id) is not None
     if not found:
-        ws.close(NOT_FOUND_CLOSE, f"{what} {entity_id} not found")
+        _close(ws, NOT_FOUND_CLOSE, f"{what} {entity_id} not found")
         return
     _serve(ws, filter_for(str(entity_id)))
 
@@ -268,7 +282,7 @@ def _pump(ws, events_hub: Hub, subscription: Subscription, floor: int = 0) -> No
             return
         ws_access.renew_lease()
         if events_hub.closing.is_set():
-            ws.close(GOING_AWAY_CLOSE, "server shutting down; reconnect with last_event_id")
+            _close(ws, GOING_AWAY_CLOSE, "server shutting down; reconnect with last_event_id")
             return
         try:
             message, raw = subscription.queue.get(timeout=0.25)

@@ -10,33 +10,43 @@ from shared.services import tasks as task_service
 from tests.api.helpers import make_task, register, start_session
 
 
-def test_expiry_releases_in_bulk_and_one_by_one(client, database, db):
-    session = start_session(client)
-    agent = register(client, max_concurrent_tasks=10)
-    plain = make_task(client, session["id"])
-    parent = make_task(client, session["id"])
-    child = make_task(client, session["id"], parent_id=parent["id"])
-    last_try = make_task(client, session["id"])
+def _expire(database, agent_id):
     with database.transaction() as tx:
-        tx.execute(text("UPDATE tasks SET attempts = 2 WHERE id = :id"), {"id": last_try["id"]})
-        assert len(assignment.assign_ready(tx)) == 3
-        task_service.start(tx, task_id=uuid.UUID(child["id"]))
         tx.execute(
             text("UPDATE agents SET last_heartbeat_at = now() - interval '1 hour' WHERE id = :id"),
-            {"id": agent["id"]},
+            {"id": agent_id},
         )
     with database.transaction() as tx:
         assert sweeps.expire_heartbeats(tx) == 1
 
-    def task(task_id):
-        return client.get(f"/api/v1/tasks/{task_id}").json
 
+def test_expiry_releases_a_subtask_one_by_one(client, database):
+    session = start_session(client)
+    agent = register(client)
+    parent = make_task(client, session["id"])
+    child = make_task(client, session["id"], parent_id=parent["id"])
+    with database.transaction() as tx:
+        assert len(assignment.assign_ready(tx)) == 1
+        task_service.start(tx, task_id=uuid.UUID(child["id"]))
+    assert client.get(f"/api/v1/tasks/{parent['id']}").json["status"] == "IN_PROGRESS"
+    _expire(database, agent["id"])
+    released = client.get(f"/api/v1/tasks/{child['id']}").json
+    assert (released["status"], released["attempts"]) == ("PENDING", 1)
+    assert client.get(f"/api/v1/tasks/{parent['id']}").json["status"] == "PENDING"
     assert client.get(f"/api/v1/agents/{agent['id']}").json["status"] == "OFFLINE"
-    assert (task(plain["id"])["status"], task(plain["id"])["attempts"]) == ("CANCELLED", 1)
-    assert task(last_try["id"])["status"] == "FAILED"  # its last attempt: fails the session
+
+
+def test_expiry_on_a_last_attempt_fails_the_task_and_its_session(client, database):
+    session = start_session(client)
+    agent = register(client)
+    last_try = make_task(client, session["id"])
+    with database.transaction() as tx:
+        tx.execute(text("UPDATE tasks SET attempts = 2 WHERE id = :id"), {"id": last_try["id"]})
+        assert len(assignment.assign_ready(tx)) == 1
+    _expire(database, agent["id"])
+    failed = client.get(f"/api/v1/tasks/{last_try['id']}").json
+    assert (failed["status"], failed["attempts"]) == ("FAILED", 3)
     assert client.get(f"/api/v1/sessions/{session['id']}").json["status"] == "FAILED"
-    assert task(child["id"])["attempts"] == 1
-    assert task(parent["id"])["status"] in ("FAILED", "CANCELLED")
 
 
 def test_bulk_release_records_events_and_frees_the_task(client, database):
