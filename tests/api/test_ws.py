@@ -297,3 +297,30 @@ def _events_across_an_outage(base, server):
     assert stream.ids() == sorted(set(stream.ids()))
     assert stream.ids() == list(range(stream.ids()[0], stream.ids()[-1] + 1))
     stream.close()
+
+
+def test_sigterm_closes_sockets_with_going_away(settings):
+    """Graceful shutdown: WebSocket clients get a 1001 close at once and can reconnect
+    elsewhere with their last id, instead of holding the server to its graceful timeout."""
+    import os
+    import signal
+
+    from simple_websocket import ConnectionClosed
+
+    from tests.test_processes import free_port, start, stop, wait_for_http
+
+    port = free_port()
+    web = start("web", settings, PORT=str(port))
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/ready", web)
+        stream = Stream(f"http://127.0.0.1:{port}", "/ws/sessions")
+        os.killpg(web.pid, signal.SIGTERM)
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed) as closed:
+            while time.monotonic() - started < 10:
+                stream.client.receive(timeout=0.5)
+        assert closed.value.reason == 1001
+        assert time.monotonic() - started < 5
+        web.wait(timeout=20)
+    finally:
+        stop(web)
