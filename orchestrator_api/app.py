@@ -26,6 +26,7 @@ BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 class OrchestratorApi(Api):
     ERROR_SCHEMA = ErrorSchema
+    DEFAULT_ERROR_RESPONSE_NAME = None  # errors.ErrorResponsesPlugin lists them instead
 
     def handle_http_exception(self, error):
         return errors.handle_http_exception(error)
@@ -67,7 +68,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         celery=job_sender.client,
     )
 
-    api = OrchestratorApi(app, spec_kwargs={"extra_plugins": [auth.BearerAuthPlugin()]})
+    plugins = [auth.BearerAuthPlugin(), errors.ErrorResponsesPlugin()]
+    api = OrchestratorApi(app, spec_kwargs={"extra_plugins": plugins})
     request_log.register(app)  # first: binds the request id, logs the final status
     errors.register(app)
     database.register(app)
@@ -122,9 +124,29 @@ def _check_body() -> Response | None:
         return errors.error_response(
             400, "VALIDATION_ERROR", "The body must be JSON (Content-Type: application/json)"
         )
-    if request.get_json(silent=True) is None:
+    body = request.get_json(silent=True)
+    if body is None:
         return errors.error_response(400, "VALIDATION_ERROR", "The body is not valid JSON")
+    nul_at = _nul_paths(body)
+    if nul_at:  # PostgreSQL stores no NUL in text or jsonb: refused here, not a 500 later
+        details = {path: ["Must not contain NUL characters (\\u0000)."] for path in nul_at}
+        return errors.error_response(400, "VALIDATION_ERROR", "Invalid input", details)
     return None
+
+
+def _nul_paths(value, path: str = "") -> list[str]:
+    """Where the JSON value holds a NUL character (in a string or a key), as dotted paths."""
+    if isinstance(value, str):
+        return [path or "_body"] if "\x00" in value else []
+    if isinstance(value, dict):
+        found = []
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            found += [where] if "\x00" in key else _nul_paths(item, where)
+        return found
+    if isinstance(value, list):
+        return [p for i, item in enumerate(value) for p in _nul_paths(item, f"{path}.{i}")]
+    return []
 
 
 def _add_request_id(response: Response) -> Response:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http
 import logging
 import re
 import uuid
 
+from apispec import BasePlugin
 from flask import Flask, Response, g, jsonify, request
 from psycopg2 import errors as pg_errors
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -35,6 +37,27 @@ MESSAGES = {
     405: "The method is not allowed for the requested URL",
     413: "The request body is larger than 1 MiB",
 }
+
+
+class ErrorResponsesPlugin(BasePlugin):
+    """OpenAPI: on every /api/v1 operation, the error answers it can give (CONTRACT
+    section 6), each with the error body; no catch-all `default`, so the spec lists them.
+    401, 403 and 429 come with the bearer scheme (auth.BearerAuthPlugin)."""
+
+    def operation_helper(self, path=None, operations=None, **kwargs) -> None:
+        if not path or not path.startswith("/api/v1"):
+            return
+        for method, operation in (operations or {}).items():
+            statuses = [400, 500, 503]  # bad input or id; unhandled; database or no agent
+            if "{" in path or method != "get":
+                statuses.append(404)  # the object in the path, or one the body names
+            if method != "get":
+                statuses.append(409)  # a conflict, or a concurrent change got there first
+            if method in ("post", "put", "patch"):
+                statuses.append(413)  # a body over 1 MiB
+            responses = operation.setdefault("responses", {})
+            for status in statuses:
+                responses.setdefault(str(status), http.HTTPStatus(status).name)
 
 
 def request_id() -> str:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from orchestrator_api.database import db
-from orchestrator_api.resources.common import parse_id
+from orchestrator_api.resources.common import Blueprint, parse_id
 from orchestrator_api.resources.tasks import task_views
 from orchestrator_api.schemas.agents import (
     AgentListQuerySchema,

@@ -2,7 +2,19 @@ from __future__ import annotations
 
 import uuid
 
+import flask_smorest
+from webargs.flaskparser import FlaskParser
+
 from shared.errors import ValidationError
+
+
+class ArgumentsParser(FlaskParser):
+    # Invalid arguments are answered 400 VALIDATION_ERROR (errors.py), and the spec says so.
+    DEFAULT_VALIDATION_STATUS = 400
+
+
+class Blueprint(flask_smorest.Blueprint):
+    ARGUMENTS_PARSER = ArgumentsParser()
 
 
 def parse_id(raw: str, name: str = "id") -> uuid.UUID:

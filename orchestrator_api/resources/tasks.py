@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from orchestrator_api.auth import acting_agent
 from orchestrator_api.database import db
-from orchestrator_api.resources.common import parse_id
+from orchestrator_api.resources.common import Blueprint, parse_id
 from orchestrator_api.schemas.common import page_body
 from orchestrator_api.schemas.tasks import (
     ActorSchema,

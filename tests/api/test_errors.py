@@ -39,6 +39,22 @@ def test_body_over_one_mebibyte(client):
     assert_error(response, 413, "PAYLOAD_TOO_LARGE")
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v1/sessions", {"title": "a\x00b"}, "title"),
+        ("/api/v1/sessions", {"title": "x", "initial_prompt": "\x00"}, "initial_prompt"),
+        ("/api/v1/agents/register", {"name": "n", "capabilities": ["\x00"]}, "capabilities.0"),
+        ("/api/v1/sessions", {"title": "x", "k\x00": 1}, "k\x00"),
+    ],
+)
+def test_nul_characters_are_refused(client, path, body, field):
+    """PostgreSQL stores no NUL in text or jsonb: a 400, not a 500 (found by the fuzz suite)."""
+    error = assert_error(client.post(path, json=body), 400, "VALIDATION_ERROR")
+    assert field in error["details"]
+    assert client.get("/api/v1/sessions").json["total"] == 0
+
+
 def test_request_id_is_echoed_when_sane(client):
     response = client.get("/health", headers={"X-Request-ID": "abc-123.def"})
     assert response.headers["X-Request-ID"] == "abc-123.def"
@@ -74,6 +90,10 @@ def test_openapi_spec_and_docs(client):
     assert "/api/v1/sessions" in paths
     assert "/api/v1/sessions/{session_id}/start" in paths
     assert set(paths["/api/v1/sessions"]) >= {"get", "post"}
+    # the error answers are listed, validation as the 400 it is (no 422, no catch-all)
+    responses = paths["/api/v1/sessions"]["post"]["responses"]
+    assert {"400", "404", "409", "413", "500", "503"} <= set(responses)
+    assert "422" not in responses and "default" not in responses
     page = client.get("/docs")
     assert page.status_code == 200
     assert "/docs/assets/swagger-ui-bundle.js" in page.get_data(as_text=True)

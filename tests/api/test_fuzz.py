@@ -1,0 +1,174 @@
+"""Fuzzing every operation of `/openapi.json` with schemathesis (issue 7).
+
+A real gunicorn `web` (the Procfile's, development mode: no token) answers generated
+requests, valid and invalid; every answer must be no 500 and match the spec: its status
+code is declared, its content type and headers too, its body fits the declared schema,
+invalid input is refused (schemathesis' checks, all but two: see EXCLUDED_CHECKS).
+Derandomized, so CI runs the same cases every time; bounded to about a minute.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import CHECKS as CHECK_REGISTRY
+from schemathesis.checks import load_all_checks
+
+from tests.conftest import empty_tables
+from tests.test_processes import running_web
+
+pytestmark = pytest.mark.shared_data
+
+# Per operation: cases of valid input, then of invalid input (24 operations: ~1,250).
+PLAN = ((GenerationMode.POSITIVE, 35), (GenerationMode.NEGATIVE, 25))
+EXISTING_ID_EXAMPLES = 15  # and, where the path has an id, valid input on a real object
+# ("real id"; where only the id is input, that is the one case there is)
+MIN_TOTAL_CASES = 1000
+
+# Every check schemathesis has ("all"), but two whose premise development mode denies:
+EXCLUDED_CHECKS = {
+    # In development mode a caller without a token is an anonymous admin by design
+    # (CONTRACT section 7; tests/api/test_auth.py covers production).
+    "ignored_auth",
+    # "Valid input must be accepted": path ids are free strings in the spec, and a
+    # malformed one is a 400 by design; a well-formed one names no object (404), and
+    # bodies name sessions, agents and tasks that do not exist (404/409).
+    "positive_data_acceptance",
+}
+load_all_checks()
+CHECKS = [check for check in CHECK_REGISTRY.get_all() if check.__name__ not in EXCLUDED_CHECKS]
+REQUIRED_CHECKS = {
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+}
+assert {check.__name__ for check in CHECKS} >= REQUIRED_CHECKS
+
+CASES: Counter = Counter()  # (operation label, kind of input) -> cases run
+FAILED: Counter = Counter()  # (operation label, kind of input) -> failed runs
+STATUSES: Counter = Counter()  # status code -> responses
+
+
+@pytest.fixture(scope="module")
+def web(settings, database):
+    empty_tables(database)
+    with running_web(settings) as base:
+        yield base
+    empty_tables(database)
+
+
+@pytest.fixture(scope="module")
+def api_schema(web):
+    """The served spec, less its bearer security requirements: the server runs in
+    development mode, where no token is needed, and a made-up token is refused alike on
+    every route (tests/api/test_auth.py covers tokens). With them, schemathesis would send
+    random `Authorization` headers (all 401) and count a missing one as invalid input."""
+    spec = requests.get(f"{web}/openapi.json", timeout=10).json()
+    spec.pop("security", None)
+    for operations in spec["paths"].values():
+        for operation in operations.values():
+            if isinstance(operation, dict):
+                operation.pop("security", None)
+    return schemathesis.openapi.from_dict(spec)
+
+
+def existing_ids(web: str) -> dict[str, str]:
+    """Ids of real objects, so that cases also reach past the "no such id" answers."""
+    work_session = requests.post(f"{web}/api/v1/sessions", json={"title": "fuzz"}, timeout=10)
+    agent = requests.post(
+        f"{web}/api/v1/agents/register",
+        json={"name": "fuzz-agent", "type": "BACKEND", "capabilities": ["CODE_GENERATION"]},
+        timeout=10,
+    )
+    session_id = work_session.json()["id"]
+    task = requests.post(
+        f"{web}/api/v1/tasks", json={"session_id": session_id, "title": "fuzz"}, timeout=10
+    )
+    return {"session_id": session_id, "agent_id": agent.json()["id"], "task_id": task.json()["id"]}
+
+
+def fuzz_operation(
+    operation, web: str, mode: GenerationMode, examples: int, path_parameters=None
+) -> None:
+    """Hypothesis runs `examples` cases of one operation; raises on the first failure
+    (shrunk to a minimal case)."""
+    label = (operation.label, "real id" if path_parameters else mode.value)
+    strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
+
+    @given(case=strategy)
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+    )
+    def run(case):
+        CASES[label] += 1
+        response = case.call_and_validate(base_url=web, checks=CHECKS, timeout=10)
+        STATUSES[response.status_code] += 1
+
+    try:
+        run()
+    except (Exception, BaseExceptionGroup):
+        FAILED[label] += 1
+        raise
+
+
+def test_fuzz(api_schema, web):
+    """Every operation of the spec, valid and invalid input; all failures are reported."""
+    failures = []
+    operations = [result.ok() for result in api_schema.get_all_operations()]
+    assert len(operations) >= 20, [op.label for op in operations]
+    ids = existing_ids(web)
+    for operation in operations:
+        # A path parameter is a free string (a malformed id is a 400 by design), so an
+        # operation with neither query nor body has no invalid input to generate.
+        negatable = bool(len(operation.query)) or bool(len(operation.body))
+        plan = [(m, n, None) for m, n in PLAN if negatable or m.is_positive]
+        names = [p.name for p in operation.path_parameters]
+        if names:  # valid input on a real object too
+            plan.append((GenerationMode.POSITIVE, EXISTING_ID_EXAMPLES, {n: ids[n] for n in names}))
+        for mode, examples, path_parameters in plan:
+            try:
+                fuzz_operation(operation, web, mode, examples, path_parameters)
+            except (Exception, BaseExceptionGroup) as exc:
+                kind = "real id" if path_parameters else mode.value
+                failures.append(f"{operation.label} ({kind}):\n{exc}")
+    assert not failures, "\n\n".join(failures)
+
+
+def test_fuzz_figures(capsys):
+    """Runs after `test_fuzz`: the figures, and the floor on the number of cases."""
+    if not CASES:
+        pytest.skip("test_fuzz did not run")
+    per_operation: dict[str, dict[str, int]] = {}
+    for (label, kind), count in CASES.items():
+        per_operation.setdefault(label, {})[kind] = count
+    lines = [
+        f"  {sum(kinds.values()):5d}  {label}  ("
+        + ", ".join(f"{kind} {n}" for kind, n in kinds.items())
+        + ")"
+        for label, kinds in sorted(per_operation.items())
+    ]
+    total = sum(CASES.values())
+    failed = sum(FAILED.values())
+    report = "\n".join(
+        [
+            "",
+            f"schemathesis: {total} cases over {len(per_operation)} operations, "
+            f"{failed} failed runs",
+            *lines,
+            "  statuses: " + ", ".join(f"{s}: {n}" for s, n in sorted(STATUSES.items())),
+        ]
+    )
+    with capsys.disabled():  # shown without -s too
+        print(report)
+    assert total >= MIN_TOTAL_CASES, report
