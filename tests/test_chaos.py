@@ -27,6 +27,7 @@ PARENTS_PER_SESSION = 2  # each decomposed with FEATURE: 5 subtasks
 PLAIN_PER_SESSION = 4
 CAPABILITIES = ["SYSTEM_DESIGN", "CODE_GENERATION", "TESTING", "DOCUMENTATION", "CODE_REVIEW"]
 MAX_TASKS = 3
+DURING = 15  # sessions created while the faults happen
 
 
 class Observer(threading.Thread):
@@ -44,7 +45,7 @@ class Observer(threading.Thread):
                 self.ids.append(int(message["id"]))
 
 
-def test_the_stack_loses_nothing_under_faults(settings, database, tmp_path):
+def test_the_stack_loses_nothing_under_faults(settings, database, tmp_path, capsys):
     empty_tables(database)
     redis = PrivateRedis()
     redis.start()
@@ -92,6 +93,12 @@ def test_the_stack_loses_nothing_under_faults(settings, database, tmp_path):
                 ).start()
                 for i in range(4)
             ]
+            # POSTs retried through the faults (the client sends an Idempotency-Key)
+            created_during = []
+            creator = threading.Thread(
+                target=_create_sessions, args=(client, created_during), daemon=True
+            )
+            creator.start()
             # the faults, a second or so apart, while the agents work
             for _ in range(3):
                 time.sleep(1.0)
@@ -110,6 +117,7 @@ def test_the_stack_loses_nothing_under_faults(settings, database, tmp_path):
             first.join(timeout=10)
             resumed = Observer(client, last_event_id=first.ids[-1] if first.ids else None)
             resumed.start()
+            creator.join(timeout=60)
             leaves = SESSIONS * (PARENTS_PER_SESSION * 5 + PLAIN_PER_SESSION)
             wait_for(
                 lambda: _completed(database) >= leaves + SESSIONS * PARENTS_PER_SESSION,
@@ -151,6 +159,7 @@ def test_the_stack_loses_nothing_under_faults(settings, database, tmp_path):
     seen = first.ids + resumed.ids
     expected_seen = [s for s in session_events if s >= seen[0]]
     figures.update(
+        sessions_created_during_faults=len(created_during),
         tasks=len(tasks),
         events_seen=len(seen),
         lost=len(set(expected_seen) - set(seen)),
@@ -158,13 +167,22 @@ def test_the_stack_loses_nothing_under_faults(settings, database, tmp_path):
         completed_twice=sum(1 for n in completed_events.values() if n > 1),
         over_capacity=len(over_capacity),
     )
-    print("\nfault suite:", dict(figures))
+    with capsys.disabled():  # shown without -s too
+        print("\nfault suite:", ", ".join(f"{name} {count}" for name, count in figures.items()))
     assert {status for _, status in tasks} == {"COMPLETED"}
-    assert len(tasks) == expected_tasks and sessions == SESSIONS  # nothing created twice
+    # nothing created twice, though POSTs were retried through the faults
+    assert len(created_during) == DURING
+    assert len(tasks) == expected_tasks and sessions == SESSIONS + DURING
     assert set(completed_events.values()) == {1} and len(completed_events) == expected_tasks
     assert over_capacity == []
     assert figures["lost"] == 0 and figures["duplicated"] == 0
     assert seen == sorted(seen)
+
+
+def _create_sessions(client, created: list) -> None:
+    for index in range(DURING):
+        created.append(client.create_session(title=f"during {index}")["id"])
+        time.sleep(0.4)
 
 
 def _completed(database) -> int:
