@@ -64,7 +64,15 @@ class Tasks(MethodView):
     @blp.response(201, TaskSchema)
     def post(self, body):
         """Create a task (BLOCKED until its dependencies complete)."""
-        return task_view(service.create(db(), **body))
+        task = service.create(db(), **body)
+        db().flush()
+        # A new task's dependencies are the ones given and it has no subtasks yet: no
+        # queries needed, so the commit (and the assignment job) comes sooner.
+        return {
+            **{f: getattr(task, f) for f in FIELDS},
+            "depends_on": sorted(body.get("depends_on") or []),
+            "subtasks": [],
+        }
 
 
 @blp.route("/<task_id>")
