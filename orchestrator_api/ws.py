@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from wsproto.frame_protocol import CloseReason
 
 from orchestrator_api import ws_access
-from shared import relay
+from shared import events, relay
 from shared.metrics import WEBSOCKET_CONNECTIONS
 from shared.models import Agent, Task, WorkSession
 
@@ -182,7 +182,7 @@ def system_health(ext) -> dict:
     now = time.time()
     return {
         "id": f"system-{int(now * 1000)}",
-        "type": "system.health",
+        "type": events.SYSTEM_HEALTH,
         "payload": payload,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + "Z",
     }
