@@ -79,11 +79,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.before_request(idempotency.check_request)
     app.after_request(_add_request_id)
 
-    from orchestrator_api import metrics, ws
+    from orchestrator_api import dashboard, metrics, ws
     from orchestrator_api.resources import agents, health, sessions, tasks
 
     ws.register(app)
     app.register_blueprint(health.blp)
+    app.register_blueprint(dashboard.blp)
     metrics.register(app)
     for blueprint in (sessions.blp, agents.blp, tasks.blp):
         api.register_blueprint(blueprint)

@@ -1,0 +1,62 @@
+"""The dashboard: one server-rendered page at /dashboard (and / redirects to it).
+
+The page is a shell; `static/dashboard/dashboard.js` reads the API over HTTP and follows
+the WebSocket streams, with the same token (kept in the browser's sessionStorage). No
+build step and nothing from a CDN: the page works offline. Outside /api/v1, so neither
+authentication nor the rate limit applies to the page itself; its API calls have both.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
+
+from shared import __version__
+from shared.enums import (
+    AgentStatus,
+    Capability,
+    Complexity,
+    Priority,
+    SessionStatus,
+    SessionType,
+    TaskStatus,
+)
+from shared.templates import TEMPLATES
+
+blp = Blueprint("dashboard", __name__)
+
+
+@blp.get("/")
+def index():
+    return redirect(url_for("dashboard.dashboard"))
+
+
+@blp.get("/dashboard")
+def dashboard():
+    settings = current_app.extensions["orchestrator"].settings
+    templates = {
+        template.value: " → ".join(step.title for step in steps)
+        for template, steps in TEMPLATES.items()
+    }
+    html = render_template(
+        "dashboard.html",
+        version=__version__,
+        auth_required=settings.is_production,
+        flower_port=settings.flower_port,
+        session_statuses=list(SessionStatus),
+        session_types=list(SessionType),
+        priorities=list(Priority),
+        task_statuses=list(TaskStatus),
+        agent_statuses=list(AgentStatus),
+        capabilities=list(Capability),
+        complexities=list(Complexity),
+        templates=templates,
+    )
+    response = current_app.make_response(html)
+    # Only this origin's script, styles and sockets; no inline script, no framing.
+    sockets = f"ws://{request.host} wss://{request.host}"
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'self'; connect-src 'self' {sockets}; img-src 'self' data:; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
