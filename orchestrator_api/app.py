@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import redis
@@ -13,10 +14,12 @@ from flask_smorest import Api
 
 from orchestrator_api import auth, database, errors, idempotency, limits, request_log
 from orchestrator_api.jobs import make_job_sender
+from orchestrator_api.resources.agents import write_heartbeats
 from orchestrator_api.schemas.common import ErrorSchema
 from shared import __version__
 from shared.config import Settings, load_settings_or_exit
 from shared.db import Database
+from shared.group_commit import GroupCommit
 from shared.logs import configure_logging
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,7 @@ class Extensions:
     database: Database
     redis: redis.Redis
     celery: Celery
+    heartbeats: GroupCommit  # heartbeats that arrive together share one transaction
     hub: Any = None  # the WebSocket hub, started with the first socket
     relay: Any = None  # the outbox relay thread, started by `start_background`
 
@@ -61,9 +65,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.json.sort_keys = False
     job_sender = make_job_sender(settings)
+    database_ = Database(settings, job_sender=job_sender)
     app.extensions["orchestrator"] = Extensions(
         settings=settings,
-        database=Database(settings, job_sender=job_sender),
+        database=database_,
+        heartbeats=GroupCommit(partial(write_heartbeats, database_)),
         redis=redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
         celery=job_sender.client,
     )

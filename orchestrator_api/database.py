@@ -20,6 +20,11 @@ def db() -> Session:
     return g.db
 
 
+def in_transaction() -> bool:
+    """Whether this request has opened its database session (and so its transaction)."""
+    return "db" in g
+
+
 def before_commit(hook: Callable[[Response], None]) -> None:
     """Run `hook(response)` in this request's transaction just before it commits."""
     g.setdefault("before_commit", []).append(hook)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+
 from flask import current_app
 from flask.views import MethodView
 
-from orchestrator_api.database import db
+from orchestrator_api.database import db, in_transaction
 from orchestrator_api.resources.common import Blueprint, parse_id
 from orchestrator_api.resources.tasks import task_views
 from orchestrator_api.schemas.agents import (
@@ -19,6 +22,8 @@ from orchestrator_api.schemas.agents import (
 from orchestrator_api.schemas.common import page_body
 from orchestrator_api.schemas.tasks import TaskListSchema
 from shared import tokens
+from shared.db import Database
+from shared.errors import AgentNotFound
 from shared.models import Agent
 from shared.services import agents as service
 
@@ -78,7 +83,23 @@ class AgentById(MethodView):
 @blp.response(200, AgentSchema)
 def heartbeat(body, agent_id):
     """The agent is alive, at this load. An OFFLINE agent comes back online."""
-    return service.heartbeat(db(), agent_id=parse_id(agent_id), **body)
+    agent_id = parse_id(agent_id)
+    if in_transaction():  # an Idempotency-Key was claimed in it: the answer goes with it
+        return service.heartbeat(db(), agent_id=agent_id, **body)
+    heartbeats = current_app.extensions["orchestrator"].heartbeats
+    return heartbeats.submit((agent_id, body["current_load"]))
+
+
+def write_heartbeats(
+    database: Database, loads: Sequence[tuple[uuid.UUID, int]]
+) -> list[dict | AgentNotFound]:
+    """The heartbeats of several requests, in one transaction (shared/group_commit.py)."""
+    with database.transaction() as session:
+        agents = service.heartbeat_many(session, loads)
+    return [
+        agents.get(agent_id) or AgentNotFound(f"Agent with ID {agent_id} not found")
+        for agent_id, _ in loads
+    ]
 
 
 @blp.route("/<agent_id>/tasks", methods=["GET"])

@@ -136,30 +136,41 @@ def held_tasks(db: Session, *, agent_id: uuid.UUID) -> list[Task]:
     )
 
 
-# The hottest path: one round trip locks the row, counts its held tasks, updates load,
-# time and status, and records the events. It is prepared once per connection (planning
-# cost as much as running it). The heartbeat's commit need not wait for the disk: losing
-# the last second of heartbeats in a crash is harmless.
+# The hottest path. One statement for a whole batch of heartbeats (the API groups the
+# heartbeats that arrive together, shared/group_commit.py): it locks the agents in id
+# order (as assignment does), counts their held tasks, updates load, time and status, and
+# records the events. It is prepared once per connection: planning it costs more than
+# running it. The commit need not wait for the disk: losing the last second of heartbeats
+# in a crash is harmless (the agents send the next one).
 _HEARTBEAT_PREPARE = """
-    PREPARE agent_heartbeat(uuid, integer) AS
-    WITH previous AS (
-        SELECT id, status FROM agents WHERE id = $1 FOR UPDATE
+    PREPARE agent_heartbeats(uuid[], integer[]) AS
+    WITH input AS (
+        SELECT DISTINCT ON (id) id, load
+        FROM unnest($1, $2) WITH ORDINALITY
+            AS given(id, load, n)
+        ORDER BY id, n DESC
+    ), previous AS (
+        SELECT agents.id, agents.status FROM agents JOIN input USING (id)
+        ORDER BY agents.id FOR UPDATE OF agents
     ), held AS (
-        SELECT count(*) AS n FROM tasks
-        WHERE assigned_agent_id = $1 AND status IN ('ASSIGNED', 'IN_PROGRESS')
+        SELECT assigned_agent_id AS id, count(*) AS n FROM tasks
+        WHERE assigned_agent_id IN (SELECT id FROM input)
+            AND status IN ('ASSIGNED', 'IN_PROGRESS')
+        GROUP BY assigned_agent_id
     ), updated AS (
         UPDATE agents AS a SET
-            current_load = $2,
+            current_load = input.load,
             last_heartbeat_at = now(),
             updated_at = now(),
             status = CASE
-                WHEN held.n >= a.max_concurrent_tasks OR $2 >= 100 THEN 'BUSY'
-                WHEN held.n > 0 THEN 'ACTIVE'
+                WHEN coalesce(held.n, 0) >= a.max_concurrent_tasks OR input.load >= 100
+                    THEN 'BUSY'
+                WHEN coalesce(held.n, 0) > 0 THEN 'ACTIVE'
                 ELSE 'IDLE'
             END
-        FROM previous, held
+        FROM previous JOIN input USING (id) LEFT JOIN held USING (id)
         WHERE a.id = previous.id
-        RETURNING a.*, previous.status AS previous_status, held.n AS active_tasks
+        RETURNING a.*, previous.status AS previous_status, coalesce(held.n, 0) AS active_tasks
     ), recorded AS (
         INSERT INTO outbox_events (type, payload)
         SELECT e.type, e.payload FROM updated AS u, LATERAL (VALUES
@@ -175,26 +186,38 @@ _HEARTBEAT_PREPARE = """
     SELECT * FROM updated
 """
 _HEARTBEAT_SQL = text(
-    "SET LOCAL synchronous_commit TO OFF; EXECUTE agent_heartbeat(:agent_id, :load)"
+    "SET LOCAL synchronous_commit TO OFF; "
+    "EXECUTE agent_heartbeats(CAST(:ids AS uuid[]), CAST(:loads AS integer[]))"
 )
 
 
-def heartbeat(db: Session, *, agent_id: uuid.UUID, current_load: int) -> dict:
-    """Returns the agent's fields, `active_tasks` included."""
+def heartbeat_many(db: Session, loads: Iterable[tuple[uuid.UUID, int]]) -> dict[uuid.UUID, dict]:
+    """Each agent's fields after its heartbeat (`active_tasks` included), by id; an
+    unknown id is left out. Given twice, an agent takes its last load."""
+    loads = list(loads)
     connection = db.connection()
-    if "agent_heartbeat" not in connection.info:  # once per database connection
+    if "agent_heartbeats" not in connection.info:  # once per database connection
         connection.exec_driver_sql(_HEARTBEAT_PREPARE)
-        connection.info["agent_heartbeat"] = True
-    row = (
-        connection.execute(_HEARTBEAT_SQL, {"agent_id": str(agent_id), "load": current_load})
-        .mappings()
-        .first()
-    )
-    if row is None:
-        raise AgentNotFound(f"Agent with ID {agent_id} not found")
-    if row["previous_status"] != row["status"] and row["status"] != AgentStatus.BUSY:
+        connection.info["agent_heartbeats"] = True
+    rows = connection.execute(
+        _HEARTBEAT_SQL,
+        {"ids": [str(agent_id) for agent_id, _ in loads], "loads": [load for _, load in loads]},
+    ).mappings()
+    agents = {row["id"]: dict(row) for row in rows}
+    if any(
+        agent["status"] != agent["previous_status"] and agent["status"] != AgentStatus.BUSY
+        for agent in agents.values()
+    ):
         request_job(db, jobs.ASSIGN_READY_TASKS)  # back online, or room again
-    return dict(row)
+    return agents
+
+
+def heartbeat(db: Session, *, agent_id: uuid.UUID, current_load: int) -> dict:
+    """The agent's fields after the heartbeat, `active_tasks` included."""
+    agent = heartbeat_many(db, [(agent_id, current_load)]).get(agent_id)
+    if agent is None:
+        raise AgentNotFound(f"Agent with ID {agent_id} not found")
+    return agent
 
 
 def refresh_statuses(db: Session, *, agent_ids: Iterable[uuid.UUID]) -> None:

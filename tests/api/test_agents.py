@@ -176,3 +176,57 @@ def test_deregister_returns_held_tasks_to_pending(client):
 
 def test_unknown_agent_tasks(client):
     assert_error(client.get(f"/api/v1/agents/{uuid.uuid4()}/tasks"), 404, "AGENT_NOT_FOUND")
+
+
+def test_concurrent_heartbeats_each_answer_for_their_own_agent(app, client, db):
+    """Heartbeats that arrive together share one transaction (group commit); each caller
+    still gets its own agent, at its own load, and each heartbeat records its event."""
+    import threading
+
+    from sqlalchemy import func, select
+
+    from shared.models import OutboxEvent
+
+    agents = [register(client, name=f"beating-{n}")["id"] for n in range(8)]
+    unknown = str(uuid.uuid4())
+    answers: dict[tuple[str, int], tuple[int, dict]] = {}
+
+    def beat(agent_id: str, rounds: int) -> None:
+        own_client = app.test_client()
+        for load in range(rounds):
+            response = own_client.post(
+                f"/api/v1/agents/{agent_id}/heartbeat", json={"current_load": load}
+            )
+            answers[(agent_id, load)] = (response.status_code, response.json)
+
+    threads = [threading.Thread(target=beat, args=(a, 10)) for a in [*agents, unknown]]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    for agent_id in agents:
+        for load in range(10):
+            status, body = answers[(agent_id, load)]
+            assert status == 200, body
+            assert (body["id"], body["current_load"]) == (agent_id, load)
+        assert client.get(f"/api/v1/agents/{agent_id}").json["current_load"] == 9
+    for load in range(10):
+        status, body = answers[(unknown, load)]
+        assert (status, body["error"]["code"]) == (404, "AGENT_NOT_FOUND")
+    beats = db.scalar(
+        select(func.count()).select_from(OutboxEvent).where(OutboxEvent.type == "agent.heartbeat")
+    )
+    assert beats == 8 * 10
+
+
+def test_a_heartbeat_with_an_idempotency_key_is_replayed(client):
+    agent = register(client)
+    headers = {"Idempotency-Key": "beat-1"}
+    url = f"/api/v1/agents/{agent['id']}/heartbeat"
+    first = client.post(url, json={"current_load": 30}, headers=headers)
+    client.post(url, json={"current_load": 50})
+    again = client.post(url, json={"current_load": 30}, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json == first.json
+    assert client.get(url.removesuffix("/heartbeat")).json["current_load"] == 50

@@ -139,3 +139,21 @@ def test_the_token_command_refuses_bad_arguments(args):
     result = run_cli(*args, env={"API_SECRET_KEY": KEY})
     assert result.returncode != 0
     assert result.stdout == ""
+
+
+def test_a_verified_token_still_expires():
+    # valid for about one more second, counting the leeway; verified (and remembered) now
+    issued = int(time.time()) - tokens.LEEWAY_SECONDS - 5
+    token = tokens.mint(key=KEY, sub="short", role="viewer", ttl_seconds=6, now=issued)
+    assert tokens.verify(token, key=KEY).sub == "short"
+    assert tokens.verify(token, key=KEY).sub == "short"
+    time.sleep(max(0.0, issued + 6 + tokens.LEEWAY_SECONDS - time.time()) + 0.05)
+    with pytest.raises(Unauthorized, match="expired"):
+        tokens.verify(token, key=KEY)
+
+
+def test_a_verified_token_is_not_valid_under_another_key():
+    token = tokens.mint(key=KEY, sub="someone", role="admin")
+    tokens.verify(token, key=KEY)
+    with pytest.raises(Unauthorized, match="signature"):
+        tokens.verify(token, key="another-key-of-at-least-32-characters!")
