@@ -7,7 +7,7 @@ PORT   ?= 8000
 export PORT
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test services venv lint format migrate bench clean
+.PHONY: run test services browser venv lint format migrate bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,12 @@ migrate: venv
 run: venv services migrate
 	$(BIN)/honcho start --port $(PORT) web worker beat flower
 
-test: venv services
+test: venv services browser
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Debian's Chromium for tests/browser (driven by Playwright from PyPI; no `playwright install`).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -74,6 +74,10 @@
     return `${Math.floor(seconds / 86400)} d ago`;
   }
 
+  function plural(n, one, many) {
+    return `${n} ${n === 1 ? one : many}`;
+  }
+
   function when(iso) {
     if (!iso) return "";
     const date = new Date(iso);
@@ -358,7 +362,7 @@
       } catch (error) {
         if (seq === this.seq && this.active) {
           this.stale = true;
-          if (error.status !== 401) say(`Could not load: ${error.message}`, "error");
+          this.loadFailed(error);
           // Network errors wait for the stream to come back; refusals for their delay.
           if (error.status === 429 || error.status >= 500) {
             const delay = (error.retryAfter || 3) * 1000;
@@ -393,6 +397,10 @@
         this.renderQueued = false;
         if (this.active) this.render();
       });
+    }
+
+    loadFailed(error) {
+      if (error.status !== 401) say(`Could not load: ${error.message}`, "error");
     }
 
     fatal(reason) {
@@ -568,8 +576,8 @@
       }
       $("#sessions-empty").hidden = this.items.length > 0 || this.stale;
       const pages = Math.max(1, Math.ceil(this.total / PAGE_SIZE));
-      $("#page-info").textContent = `Page ${this.page} of ${pages} · ${this.total} session${
-        this.total === 1 ? "" : "s"}`;
+      $("#page-info").textContent =
+        `Page ${this.page} of ${pages} · ${plural(this.total, "session", "sessions")}`;
       $("#prev-page").disabled = this.page <= 1;
       $("#next-page").disabled = !this.hasMore;
     }
@@ -732,6 +740,11 @@
       }
     }
 
+    loadFailed(error) {
+      if (error.status === 404) this.fatal(error.message);
+      else super.loadFailed(error);
+    }
+
     fatal(reason) {
       $("#session-title-heading").textContent = "Session not found";
       say(`This session does not exist (${reason}).`, "error");
@@ -775,21 +788,28 @@
       for (const list of children.values()) {
         list.sort((a, b) => a.created_at.localeCompare(b.created_at) || a.id.localeCompare(b.id));
       }
-      // A group (the root tasks, or one task's subtasks) is laid out in rows: a task sits
-      // one row below its latest dependency in the group.
-      const group = (list) => {
+      // A group (the root tasks, or one task's subtasks) is laid out in lanes: a task sits
+      // one lane after its latest dependency in the group. The lanes of the root tasks are
+      // columns (left to right), those of subtasks rows (top to bottom), and so on, turn
+      // and turn about: a parent's tall frame then never stands between two root tasks.
+      const group = (list, level) => {
         const depth = layerDepths(list);
-        const rows = [];
-        for (const task of list) {
+        const direction = level % 2 === 0 ? "columns" : "rows";
+        const lanes = [];
+        // in each lane, single tasks before parents: their edges stay clear of the frames
+        const ordered = [...list].sort((a, b) => children.has(a.id) - children.has(b.id));
+        for (const task of ordered) {
           const d = depth.get(task.id);
-          while (rows.length <= d) rows.push([]);
-          rows[d].push(this.node(task, children.get(task.id), group));
+          while (lanes.length <= d) lanes.push([]);
+          const item = this.node(task, children.get(task.id), (sub) => group(sub, level + 1));
+          item.firstChild.dataset.flow = direction;
+          lanes[d].push(item);
         }
-        return el("div", { class: "layer-group", role: "list" },
-          rows.map((items) => el("div", { class: "layer", role: "none" }, items)));
+        return el("div", { class: `layer-group ${direction}`, role: "list" },
+          lanes.map((items) => el("div", { class: "layer", role: "none" }, items)));
       };
       const roots = children.get(null) || [];
-      const canvas = el("div", { class: "graph-canvas" }, group(roots));
+      const canvas = el("div", { class: "graph-canvas" }, group(roots, 0));
       graph.replaceChildren(canvas);
       $("#graph-empty").hidden = tasks.length > 0;
       this.drawEdges();
@@ -852,10 +872,16 @@
         const rect = node.getBoundingClientRect();
         const head = node.querySelector(".node-head").getBoundingClientRect();
         // a parent's edges meet its heading, not the middle of its subtasks
-        const x = node.classList.contains("has-children")
-          ? head.left + 60
-          : (rect.left + rect.right) / 2;
-        return { x: x - box.left, top: rect.top - box.top, bottom: rect.bottom - box.top };
+        const parent = node.classList.contains("has-children");
+        return {
+          flow: node.dataset.flow,
+          left: rect.left - box.left,
+          right: rect.right - box.left,
+          top: rect.top - box.top,
+          bottom: rect.bottom - box.top,
+          x: (parent ? head.left + 60 : (rect.left + rect.right) / 2) - box.left,
+          y: (parent ? (head.top + head.bottom) / 2 : (rect.top + rect.bottom) / 2) - box.top,
+        };
       };
       for (const task of this.tasks.values()) {
         const to = place(task.id);
@@ -863,14 +889,20 @@
         for (const dep of task.depends_on || []) {
           const from = place(dep);
           if (!from) continue;
-          const y1 = from.bottom;
-          const y2 = to.top - 2;
-          const bend = Math.max(14, Math.abs(y2 - y1) / 2);
-          const path = svg("path", {
-            d: `M ${from.x} ${y1} C ${from.x} ${y1 + bend}, ${to.x} ${y2 - bend}, ${to.x} ${y2}`,
-            class: "edge",
-            "marker-end": "url(#arrow)",
-          });
+          const source = this.tasks.get(dep);
+          const siblings = (source.parent_id || null) === (task.parent_id || null);
+          const across = siblings ? to.flow === "columns" : to.left >= from.right;
+          let d;
+          if (across) { // lanes left to right: right edge to left edge
+            const bend = Math.max(16, (to.left - from.right) / 2);
+            d = `M ${from.right} ${from.y} C ${from.right + bend} ${from.y}, ` +
+              `${to.left - 2 - bend} ${to.y}, ${to.left - 2} ${to.y}`;
+          } else { // lanes top to bottom: bottom edge to top edge
+            const bend = Math.max(14, Math.abs(to.top - from.bottom) / 2);
+            d = `M ${from.x} ${from.bottom} C ${from.x} ${from.bottom + bend}, ` +
+              `${to.x} ${to.top - 2 - bend}, ${to.x} ${to.top - 2}`;
+          }
+          const path = svg("path", { d, class: "edge", "marker-end": "url(#arrow)" });
           path.dataset.from = dep;
           path.dataset.to = task.id;
           layer.append(path);
@@ -1052,7 +1084,8 @@
       }));
       $("#agents-empty").hidden = agents.length > 0 || this.stale;
       const online = agents.filter((a) => a.status !== "OFFLINE").length;
-      $("#agents-count").textContent = `${agents.length} registered, ${online} online`;
+      $("#agents-count").textContent =
+        `${plural(agents.length, "agent", "agents")} registered, ${online} online`;
     }
 
     tick() {
@@ -1102,8 +1135,11 @@
       const pick = (group, status) => ((counts[group] || {})[status] || 0);
       const online = Object.entries(counts.agents || {})
         .filter(([status]) => status !== "OFFLINE").reduce((n, [, c]) => n + c, 0);
-      $("#sys-counts").textContent = `${pick("sessions", "RUNNING")} sessions running · ` +
-        `${pick("tasks", "IN_PROGRESS")} tasks in progress · ${online} agents online`;
+      $("#sys-counts").textContent = [
+        plural(pick("sessions", "RUNNING"), "session", "sessions") + " running",
+        plural(pick("tasks", "IN_PROGRESS"), "task", "tasks") + " in progress",
+        plural(online, "agent", "agents") + " online",
+      ].join(" · ");
     },
   };
 

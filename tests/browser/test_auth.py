@@ -1,0 +1,90 @@
+"""The dashboard on a server that requires tokens (ORCHESTRATOR_ENV=production): it asks
+for one, says clearly when a token is refused, and uses a good one for HTTP and the
+WebSocket streams."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from playwright.sync_api import expect
+
+from shared import tokens
+from tests.browser.conftest import WEB_ENV, Api
+from tests.conftest import empty_tables
+from tests.test_processes import running_web
+
+KEY = "d" * 48
+pytestmark = pytest.mark.shared_data
+
+
+@pytest.fixture(scope="module")
+def production(settings, database, celery_worker):
+    empty_tables(database)
+    env = {**WEB_ENV, "ORCHESTRATOR_ENV": "production", "API_SECRET_KEY": KEY}
+    with running_web(settings, **env) as base:
+        yield base
+
+
+def token(role: str = "operator", **claims) -> str:
+    return tokens.mint(key=KEY, sub=f"{role}-{uuid.uuid4().hex[:6]}", role=role, **claims)
+
+
+def sign_in(page, value: str) -> None:
+    page.get_by_label("Token", exact=True).fill(value)
+    page.get_by_role("button", name="Use token").click()
+
+
+def test_the_page_asks_for_a_token_and_uses_it(production, page):
+    page.goto(f"{production}/dashboard")
+    expect(page.get_by_role("heading", name="API token")).to_be_visible()
+    expect(page.locator("#sessions-view")).to_be_hidden()
+
+    sign_in(page, "not-a-token")
+    expect(page.locator("#auth-error")).to_contain_text("The server refused this token")
+    sign_in(page, tokens.mint(key="f" * 48, sub="mallory", role="admin"))  # another key
+    expect(page.locator("#auth-error")).to_contain_text("The server refused this token")
+    expect(page.locator("#sessions-view")).to_be_hidden()
+
+    operator = token()
+    sign_in(page, operator)
+    expect(page.locator("#sessions-view")).to_be_visible()
+    expect(page.locator("#connection")).to_have_text("Live")  # the streams took the token
+    expect(page.locator("#sys-database")).to_have_text("ok")
+    page.locator("#session-title").fill("Behind a token")
+    page.get_by_role("button", name="Create session").click()
+    row = page.locator("#sessions-body tr", has_text="Behind a token")
+    expect(row.locator(".status-cell")).to_have_text("PENDING")
+    session_id = row.get_attribute("data-session-id")
+    Api(production, operator).post(f"/api/v1/sessions/{session_id}/start")
+    expect(row.locator(".status-cell")).to_have_text("RUNNING")  # live, over the stream
+
+    page.reload()  # the token is kept for the tab
+    expect(page.locator("#connection")).to_have_text("Live")
+    expect(row.locator(".status-cell")).to_have_text("RUNNING")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="API token")).to_be_visible()
+    assert page.evaluate("sessionStorage.length") == 0
+
+
+def test_a_token_refused_later_brings_the_form_back(production, page):
+    expired = tokens.mint(
+        key=KEY, sub="late", role="operator", ttl_seconds=60, now=int(time.time()) - 120
+    )
+    page.goto(f"{production}/dashboard")
+    page.evaluate(f"sessionStorage.setItem('orchestrator.dashboard.token', '{expired}')")
+    page.reload()
+    expect(page.locator("#auth-error")).to_contain_text("The server refused the token")
+    expect(page.locator("#sessions-view")).to_be_hidden()
+
+
+def test_a_viewer_sees_why_an_action_is_refused(production, page):
+    operator = Api(production, token())
+    session = operator.session(f"Read only {uuid.uuid4().hex[:6]}")
+    page.goto(f"{production}/dashboard")
+    sign_in(page, token("viewer"))
+    row = page.locator("#sessions-body tr", has_text=session["title"])
+    row.get_by_role("button", name=f"Start session {session['title']}", exact=True).click()
+    expect(page.locator("#message")).to_contain_text("A viewer token may only read")
+    expect(row.locator(".status-cell")).to_have_text("PENDING")

@@ -1,0 +1,222 @@
+"""The dashboard against a running stack (gunicorn `web` + a real Celery worker), in
+headless Chromium: sessions, a task's life seen live, refused actions, the task graph,
+filters and paging, the agents view."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+import pytest
+import requests
+from playwright.sync_api import expect
+
+from tests.browser.conftest import open_dashboard
+from tests.conftest import wait_for
+
+# One server through the module: its tables are not emptied between tests.
+pytestmark = pytest.mark.shared_data
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix} {uuid.uuid4().hex[:6]}"
+
+
+def session_row(page, title: str):
+    return page.locator("#sessions-body tr", has_text=title)
+
+
+def test_the_page_is_served_whole_without_a_cdn(live):
+    root = requests.get(f"{live}/", allow_redirects=False, timeout=10)
+    assert root.status_code == 302 and root.headers["Location"].endswith("/dashboard")
+    shell = requests.get(f"{live}/dashboard", timeout=10)
+    assert shell.status_code == 200 and shell.headers["Content-Type"].startswith("text/html")
+    assert "default-src 'self'" in shell.headers["Content-Security-Policy"]
+    assert "X-RateLimit-Limit" not in shell.headers  # the page is not rate limited
+    assets = re.findall(r'(?:src|href)="([^"#]+)"', shell.text)
+    local = [url for url in assets if url.startswith("/")]
+    assert {"/static/dashboard/dashboard.js", "/static/dashboard/dashboard.css"} <= {
+        url.split("?")[0] for url in local
+    }
+    # the only absolute URL is the Flower link (rewritten to this host by the script)
+    assert [url for url in assets if not url.startswith("/")] == ["http://localhost:5555/"]
+    for url in local:
+        asset = requests.get(f"{live}{url}", timeout=10)
+        assert asset.status_code == 200 and asset.content
+
+
+def test_create_a_session_and_watch_its_task_complete_live(live, page, api):
+    open_dashboard(page, live)
+    expect(page.locator("#sys-database")).to_have_text("ok")
+    expect(page.locator("#sys-workers")).not_to_have_text("0")
+    title = unique("Implement login")
+    page.locator("#session-title").fill(title)
+    page.locator("#session-priority").select_option("HIGH")
+    page.get_by_label("Start now").check()
+    page.get_by_role("button", name="Create session").click()
+    row = session_row(page, title)
+    expect(row.locator(".status-cell")).to_have_text("RUNNING")
+    expect(row.locator(".priority-cell")).to_have_text("HIGH")
+
+    row.get_by_role("link", name=title).click()
+    expect(page.locator("#session-title-heading")).to_have_text(title)
+    page.evaluate("window.notReloaded = true")
+    agent = api.agent(capabilities=["CODE_GENERATION", "TESTING"])
+    page.locator("#task-title").fill("Login endpoint")
+    page.get_by_role("button", name="Create task").click()
+    node = page.locator(".node", has_text="Login endpoint")
+    expect(node).to_have_attribute("data-status", "ASSIGNED")  # the worker assigned it
+    expect(node.locator(".node-agent")).to_have_text(f"held by {agent['name']}")
+    task_id = node.get_attribute("data-task-id")
+
+    api.post(f"/api/v1/tasks/{task_id}/start", {"agent_id": agent["id"]})
+    expect(node).to_have_attribute("data-status", "IN_PROGRESS")
+    api.post(f"/api/v1/tasks/{task_id}/complete", {"agent_id": agent["id"], "result": {"pr": 7}})
+    expect(node).to_have_attribute("data-status", "COMPLETED")
+    expect(node.locator(".badge")).to_have_text("COMPLETED")
+    expect(node.locator(".node-agent")).to_have_text(f"done by {agent['name']}")
+    expect(page.locator("#session-summary")).to_contain_text("1 of 1 tasks completed (100%)")
+
+    # back on the list, the progress bar counts it
+    page.get_by_role("link", name="All sessions").click()
+    expect(session_row(page, title).locator(".progress-text")).to_have_text(
+        "1 of 1 tasks completed (100%)"
+    )
+    assert page.evaluate("window.notReloaded") is True
+
+
+def test_a_refused_action_shows_the_api_message(live, page, api):
+    title = unique("Not started")
+    session = api.session(title)
+    refused = requests.post(f"{live}/api/v1/sessions/{session['id']}/complete", timeout=10)
+    assert refused.status_code == 400
+    message = refused.json()["error"]["message"]
+
+    open_dashboard(page, live)
+    row = session_row(page, title)
+    expect(row.locator(".status-cell")).to_have_text("PENDING")
+    row.get_by_role("button", name=f"Complete session {title}", exact=True).click()
+    alert = page.get_by_role("alert").filter(has_text=message)
+    expect(alert).to_be_visible()
+    expect(page.locator("#message")).to_have_attribute("data-kind", "error")
+    expect(row.locator(".status-cell")).to_have_text("PENDING")
+
+    # the same buttons on the session's page: a refused pause, then an accepted start
+    row.get_by_role("link", name=title).click()
+    expect(page.locator("#session-title-heading")).to_have_text(title)
+    actions = page.locator("#session-actions")
+    actions.get_by_role("button", name=f"Pause session {title}", exact=True).click()
+    expect(page.locator("#message")).to_contain_text("pause")
+    expect(page.locator("#message")).to_contain_text("PENDING")
+    start = actions.get_by_role("button", name=f"Start session {title}", exact=True)
+    start.focus()
+    page.keyboard.press("Enter")  # the buttons work from the keyboard
+    expect(page.locator("#session-summary .badge")).to_have_text("RUNNING")
+    expect(page.locator("#message")).to_contain_text("started")
+
+
+def test_decompose_from_the_page_draws_the_graph(live, page, api):
+    session = api.session(unique("Checkout"))
+    parent = api.task(session["id"], "Checkout flow", required_capabilities=["SYSTEM_DESIGN"])
+    blocked = api.task(session["id"], "Announce it", depends_on=[parent["id"]])
+    open_dashboard(page, live, f"#/sessions/{session['id']}")
+    expect(page.locator(f'.node[data-task-id="{parent["id"]}"]')).to_be_visible()
+    expect(page.locator(f'.node[data-task-id="{blocked["id"]}"]')).to_have_attribute(
+        "data-status", "BLOCKED"
+    )
+
+    page.get_by_label("Task (pending, not yet decomposed)").select_option(parent["id"])
+    page.get_by_label("Template").select_option("BUGFIX")
+    expect(page.locator("#template-steps")).to_contain_text("Reproduce")
+    page.get_by_role("button", name="Decompose", exact=True).click()
+    subtasks = page.locator(f'.node[data-task-id="{parent["id"]}"] .subtasks .node')
+    expect(subtasks).to_have_count(4)
+    expect(subtasks.first).to_contain_text("Reproduce: Checkout flow")
+
+    tasks = api.call("GET", f"/api/v1/tasks?session_id={session['id']}&page_size=100")["items"]
+    edges = sum(len(task["depends_on"]) for task in tasks)
+    assert edges == 4  # the subtasks' chain of three, and "Announce it" after its parent
+    expect(page.locator("#graph path.edge")).to_have_count(edges)
+    chain = page.locator(f'#graph path.edge[data-to="{blocked["id"]}"]')
+    expect(chain).to_have_attribute("data-from", parent["id"])
+    # the decomposed task can no longer be chosen
+    expect(page.locator(f'#decompose-task option[value="{parent["id"]}"]')).to_have_count(0)
+
+
+def test_filters_and_paging(live, page, api):
+    prefix = unique("Paged")
+    for index in range(21):
+        api.session(f"{prefix} {index:02}")
+    open_dashboard(page, live)
+    expect(page.locator("#sessions-body tr")).to_have_count(20)
+    expect(page.locator("#page-info")).to_contain_text("Page 1 of")
+    page.get_by_role("button", name="Older").click()
+    expect(page.locator("#page-info")).to_contain_text("Page 2 of")
+    expect(page).to_have_url(re.compile(r"#/sessions\?page=2$"))
+    expect(session_row(page, f"{prefix} 00")).to_have_count(1)  # the oldest of them
+    page.get_by_role("button", name="Newer").click()
+    expect(page.locator("#page-info")).to_contain_text("Page 1 of")
+
+    paused = api.session(unique("To pause"), start=True)
+    page.get_by_label("Status", exact=True).select_option("PAUSED")
+    expect(page).to_have_url(re.compile(r"#/sessions\?status=PAUSED$"))
+    rows = page.locator("#sessions-body tr")
+    expect(page.locator("#page-info")).to_contain_text("Page 1 of 1")
+    assert rows.count() == page.locator("#sessions-body tr[data-status=PAUSED]").count()
+    expect(session_row(page, paused["title"])).to_have_count(0)
+    api.post(f"/api/v1/sessions/{paused['id']}/pause")  # enters the filter, live
+    expect(session_row(page, paused["title"]).locator(".status-cell")).to_have_text("PAUSED")
+    api.post(f"/api/v1/sessions/{paused['id']}/resume")  # and leaves it
+    expect(session_row(page, paused["title"])).to_have_count(0)
+
+
+def test_agents_view_shows_an_agent_and_its_load_live(live, page, api):
+    open_dashboard(page, live, "#/agents")
+    expect(page.get_by_role("link", name="Agents")).to_have_attribute("aria-current", "page")
+    agent = api.agent(capabilities=["SECURITY_AUDIT"], max_tasks=2)
+    row = page.locator(f'#agents-body tr[data-agent-id="{agent["id"]}"]')
+    expect(row).to_contain_text(agent["name"])
+    expect(row.locator(".status-cell")).to_have_text("IDLE")
+    expect(row.locator(".caps-cell")).to_have_text("SECURITY_AUDIT")
+    expect(row.locator(".load-cell")).to_have_text("0%")
+    expect(row.locator(".held-cell")).to_have_text("0 / 2")
+    expect(row.locator(".heartbeat-cell")).to_have_text(re.compile(r"^\d+ s ago$"))
+
+    api.post(f"/api/v1/agents/{agent['id']}/heartbeat", {"current_load": 40})
+    expect(row.locator(".load-cell")).to_have_text("40%")
+    session = api.session(unique("Audit"), start=True)
+    task = api.task(session["id"], "Audit the login", required_capabilities=["SECURITY_AUDIT"])
+    expect(row.locator(".held-cell")).to_have_text("1 / 2")
+    expect(row.locator(".status-cell")).to_have_text("ACTIVE")
+    wait_for(lambda: api.call("GET", f"/api/v1/tasks/{task['id']}")["status"] == "ASSIGNED")
+
+    api.call("DELETE", f"/api/v1/agents/{agent['id']}", expected=204)
+    expect(row).to_have_count(0)
+
+
+def test_events_dropped_makes_the_page_reload_over_http(live, page, api):
+    """The server says the events the page asked for are gone: the page reloads its view
+    over HTTP instead of trusting what it has (the stream is intercepted to hold events)."""
+    routed = []
+
+    def hold_events(socket):
+        server = socket.connect_to_server()
+        server.on_message(lambda message: None)  # the page hears nothing from the server
+        routed.append(socket)
+
+    page.route_web_socket(re.compile(r"/ws/sessions(\?.*)?$"), hold_events)
+    open_dashboard(page, live)
+    title = unique("Unheard")
+    api.session(title)
+    page.wait_for_timeout(1000)
+    expect(session_row(page, title)).to_have_count(0)
+    dropped = {"last_event_id": "1", "oldest_available_id": "50", "message": "dropped"}
+    routed[-1].send(json.dumps({"id": "1", "type": "events.dropped", "payload": dropped}))
+    expect(session_row(page, title)).to_have_count(1)
+
+
+def test_an_unknown_session_says_so(live, page):
+    open_dashboard(page, live, f"#/sessions/{uuid.uuid4()}")
+    expect(page.locator("#session-title-heading")).to_have_text("Session not found")
+    expect(page.locator("#message")).to_contain_text("does not exist")
