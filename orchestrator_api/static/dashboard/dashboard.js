@@ -541,8 +541,7 @@
       const p = message.payload || {};
       const onPage = this.items.find((s) => s.id === p.session_id);
       if (message.type === "session.created") {
-        if (this.page === 1 && (!this.status || this.status === p.status)) this.refresh();
-        else this.total += 1;
+        if (!this.status || this.status === p.status) this.refresh(); // pages shift by one
       } else if (message.type === "session.status_changed") {
         if (onPage) onPage.status = p.status;
         // the row's other fields (progress after a cancel) and the filter's membership
@@ -914,6 +913,9 @@
     renderFormOptions(tasks) {
       const sorted = [...tasks].sort((a, b) => a.created_at.localeCompare(b.created_at));
       const fill = (select, list, first) => {
+        const key = JSON.stringify(list.map((t) => [t.id, t.title, t.status]));
+        if (select.dataset.key === key) return; // an open list is left alone
+        select.dataset.key = key;
         const chosen = new Set([...select.selectedOptions].map((o) => o.value));
         const options = list.map((t) => el("option", {
           value: t.id, text: `${t.title} (${t.status})`, selected: chosen.has(t.id) }));
@@ -1200,7 +1202,7 @@
       window.sessionStorage.setItem(TOKEN_KEY, token);
       error.textContent = "";
       notice("Token accepted.");
-      startApp();
+      startApp(true);
     },
 
     /** After repeated refused WebSocket connects: a 401 over HTTP brings the token form. */
@@ -1269,15 +1271,19 @@
       else link.removeAttribute("aria-current");
     }
     current.enter(target.params, target.id);
-    document.title = `${target.name === "agents" ? "Agents" : "Sessions"} · Orchestrator`;
+    const name = { agents: "Agents", sessions: "Sessions", session: "Session" }[target.name];
+    document.title = `${name} · Orchestrator`;
+    notice(`${name} view`);
   }
 
-  function startApp() {
+  function startApp(tokenChecked = false) {
     stopApp();
     running = true;
     auth.updateButton();
     system.start();
     route();
+    // A kept token may have expired: a refused WebSocket says nothing of why, HTTP does.
+    if (auth.token && !tokenChecked) auth.probe();
   }
 
   function stopApp() {
@@ -1298,7 +1304,7 @@
     window.addEventListener("hashchange", route);
     $("#message-close").addEventListener("click", () => { $("#message").hidden = true; });
     $("#auth-form").addEventListener("submit", (event) => auth.submit(event));
-    $("#auth-cancel").addEventListener("click", () => startApp());
+    $("#auth-cancel").addEventListener("click", () => startApp(true));
     $("#token-button").addEventListener("click", () => {
       if (auth.token) {
         auth.forget();
