@@ -207,7 +207,7 @@
     if (list.length === 0) state = "idle";
     else if (list.some((s) => !s.up && s.opened)) state = "reconnecting";
     else if (list.some((s) => !s.up)) state = "connecting";
-    const text = { live: "Live", idle: "Idle", connecting: "Connecting…",
+    const text = { live: "Live", idle: "Not connected", connecting: "Connecting…",
       reconnecting: "Reconnecting…" }[state];
     if (line.textContent !== text) {
       line.textContent = text;
