@@ -1,10 +1,14 @@
 """The WebSocket gateway (CONTRACT section 9): five streams served by flask-sock.
 
 One `Hub` per web process reads the Redis Stream of events (no Redis connection per
-client) and offers each event to the subscriptions that want it; each socket has a
-bounded queue, so a client that does not read is disconnected instead of slowing the
-others. Ids are gapless: a gap in the stream (an XADD lost to a crash or a Redis restart)
-is filled from PostgreSQL, which also serves `?last_event_id=` resumes.
+client) and writes each event to the sockets that want it. Each event is framed once per
+process, not once per socket, and the events that arrive within a few milliseconds go to
+a socket in one write: at a thousand sockets, the work is the writes. Every byte to a
+client goes through its `SocketWriter`, which never blocks the hub: what the client has
+not taken yet waits in a bounded buffer, and a client that does not read is disconnected
+instead of slowing the others. Ids are gapless: a gap in the stream (an XADD lost to a
+crash or a Redis restart) is filled from PostgreSQL, which also serves `?last_event_id=`
+resumes.
 """
 
 from __future__ import annotations
@@ -12,19 +16,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
+import select as io_select
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import redis as redis_lib
 from flask import Blueprint, current_app, request
 from flask_sock import Sock
 from sqlalchemy import func, select
-from wsproto.frame_protocol import CloseReason
+from wsproto.frame_protocol import CloseReason, FrameProtocol
 
 from orchestrator_api import ws_access
 from shared import events, relay
@@ -33,14 +36,16 @@ from shared.models import Agent, Task, WorkSession
 
 log = logging.getLogger(__name__)
 
-# Per socket: room for a burst as large as the relay's retention window.
-BUFFER_SIZE = 10000
+# Per socket: what the client has not read yet, at most (about 10,000 events).
+BUFFER_BYTES = 4 * 1024 * 1024
+# Events that arrive within this long of the last write go to each socket in one write.
+FAN_OUT_INTERVAL_SECONDS = 0.025
 CLOSE_GRACE_SECONDS = 1.0
 GOING_AWAY_CLOSE = 1001
 SLOW_CLIENT_CLOSE = 1013
 NOT_FOUND_CLOSE = 4404
 BAD_REQUEST_CLOSE = 4400
-# How long a send may block on a client that does not read before the socket is dropped.
+# How long a client may take nothing before the socket is dropped.
 SEND_TIMEOUT_SECONDS = float(os.environ.get("WS_SEND_TIMEOUT_SECONDS", "10"))
 SEND_BUFFER_BYTES = 64 * 1024
 
@@ -49,20 +54,118 @@ sock = Sock()
 Filter = Callable[[dict], bool]
 
 
-@dataclass(eq=False)
-class Subscription:
-    wants: Filter
-    queue: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=BUFFER_SIZE))
-    overflowed: bool = False
+class SocketWriter:
+    """Stands in for a client's socket (simple-websocket's own frames, pings and closes
+    come through here too, so frames never interleave): bytes are written without
+    blocking, and what the client cannot take yet waits, up to BUFFER_BYTES."""
 
-    def offer(self, message: dict, raw: str) -> None:
-        """Queue an event and its JSON text (made once per event, not once per socket)."""
-        if self.overflowed:
-            return
-        try:
-            self.queue.put_nowait((message, raw))
-        except queue.Full:
-            self.overflowed = True
+    def __init__(self, raw: socket.socket) -> None:
+        self.raw = raw
+        self.pending = bytearray()
+        self.lock = threading.Lock()
+        self.overflowed = False  # events were dropped: the client must be disconnected
+        self.broken = False
+        self.last_progress = time.monotonic()
+        raw.setblocking(False)
+
+    def send(self, data: bytes, *, event: bool = False) -> int:
+        with self.lock:
+            if event and (self.overflowed or len(self.pending) + len(data) > BUFFER_BYTES):
+                self.overflowed = True
+                return 0
+            self.pending += data
+            self._write()
+        return len(data)
+
+    def flush(self) -> bool:
+        """Write what waits; True once nothing does."""
+        with self.lock:
+            self._write()
+            return not self.pending
+
+    def drain(self, timeout: float) -> None:
+        """Give the client up to `timeout` seconds to take what waits."""
+        deadline = time.monotonic() + timeout
+        while not self.flush() and not self.broken and time.monotonic() < deadline:
+            io_select.select([], [self.raw], [], max(0.0, min(0.1, deadline - time.monotonic())))
+
+    def stalled(self) -> bool:
+        return bool(self.pending) and time.monotonic() - self.last_progress > SEND_TIMEOUT_SECONDS
+
+    def _write(self) -> None:
+        while self.pending and not self.broken:
+            try:
+                sent = self.raw.send(self.pending)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.broken = True  # the reader thread notices the dead socket too
+                self.pending.clear()
+                return
+            del self.pending[:sent]
+            self.last_progress = time.monotonic()
+
+    def recv(self, size: int) -> bytes:
+        while True:
+            try:
+                return self.raw.recv(size)
+            except (BlockingIOError, InterruptedError):
+                try:
+                    io_select.select([self.raw], [], [])
+                except ValueError:  # closed meanwhile
+                    raise OSError("the socket was closed") from None
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self.raw, name)
+
+
+class Subscription:
+    """One socket's share of the stream. Until the socket has been sent what it missed
+    (a resume), its events are held; then they go to its writer, skipping ids the resume
+    already covered."""
+
+    def __init__(self, wants: Filter) -> None:
+        self.wants = wants
+        self.writer: SocketWriter | None = None
+        self.floor = 0  # ids up to here were sent by the resume
+        self.held: list[tuple[int, bytes]] = []
+        self.held_bytes = 0
+        self.lock = threading.Lock()
+
+    @property
+    def overflowed(self) -> bool:
+        return self.held_bytes > BUFFER_BYTES or (
+            self.writer is not None and self.writer.overflowed
+        )
+
+    def deliver(self, frames: list[tuple[int, bytes]]) -> None:
+        """Frames of wanted events, oldest first, with their ids (0: not a stream event)."""
+        if self.writer is None:
+            with self.lock:
+                if self.writer is None:
+                    self.held += frames
+                    self.held_bytes += sum(len(frame) for _, frame in frames)
+                    return
+        self._write(frames)
+
+    def go_live(self, writer: SocketWriter, floor: int) -> None:
+        with self.lock:
+            self.floor = floor
+            self._write(self.held, writer)
+            self.held, self.held_bytes = [], 0
+            self.writer = writer
+
+    def _write(self, frames: list[tuple[int, bytes]], writer: SocketWriter | None = None) -> None:
+        floor = self.floor
+        data = b"".join(frame for seq, frame in frames if seq == 0 or seq > floor)
+        if data:
+            (writer or self.writer).send(data, event=True)
 
 
 class Hub:
@@ -77,6 +180,9 @@ class Hub:
         self.subscriptions: set[Subscription] = set()
         self.system_subscriptions: set[Subscription] = set()
         self.lock = threading.Lock()
+        self.framing = FrameProtocol(client=False, extensions=[])  # the reader's thread only
+        self.batch: list[tuple[dict, int, bytes]] = []  # read, not yet written
+        self.fanned_out_at = 0.0
         self.last_seq = relay.latest_seq(ext.database)
         self.health: dict | None = None
         self.stopped = threading.Event()
@@ -101,11 +207,22 @@ class Hub:
         return len(self.subscriptions) + len(self.system_subscriptions)
 
     def _dispatch(self, message: dict, raw: str | None = None) -> None:
+        frame = self.framing.send_data(raw or json.dumps(message), fin=True)
+        self.batch.append((message, int(message["id"]), frame))
+
+    def _fan_out(self) -> None:
+        """Write the batch read since the last time: one write per socket that wants any."""
+        batch, self.batch = self.batch, []
+        self.fanned_out_at = time.monotonic()
+        if not batch:
+            return
         with self.lock:
-            targets = [s for s in self.subscriptions if s.wants(message)]
-        raw = raw or json.dumps(message)
+            targets = list(self.subscriptions)
         for subscription in targets:
-            subscription.offer(message, raw)
+            wants = subscription.wants
+            frames = [(seq, frame) for message, seq, frame in batch if wants(message)]
+            if frames:
+                subscription.deliver(frames)
 
     def _catch_up(self, before: int | None = None) -> None:
         """Deliver from PostgreSQL what the stream did not carry, up to `before`."""
@@ -118,9 +235,14 @@ class Hub:
 
     def _read_stream(self) -> None:
         while not self.stopped.is_set():
+            # Right after a write, let events gather for a moment: a thousand sockets
+            # cost a thousand writes per batch, however few events it holds.
+            wait = self.fanned_out_at + FAN_OUT_INTERVAL_SECONDS - time.monotonic()
+            if wait > 0:
+                self.stopped.wait(wait)
             try:
                 response = self.redis.xread(
-                    {relay.STREAM_KEY: f"{self.last_seq}-0"}, block=1000, count=500
+                    {relay.STREAM_KEY: f"{self.last_seq}-0"}, block=1000, count=1000
                 )
             except redis_lib.RedisError as exc:
                 log.warning("event stream unavailable (%s); reading from the database", exc)
@@ -129,28 +251,33 @@ class Hub:
             try:
                 if not response:
                     self._catch_up()
-                    continue
-                for stream_id, fields in response[0][1]:
-                    seq = int(stream_id.split(b"-")[0])
-                    if seq <= self.last_seq:
-                        continue
-                    if seq > self.last_seq + 1:
-                        self._catch_up(before=seq)
-                    raw = fields[b"m"].decode()
-                    self._dispatch(json.loads(raw), raw)
-                    self.last_seq = seq
+                else:
+                    for stream_id, fields in response[0][1]:
+                        seq = int(stream_id.split(b"-")[0])
+                        if seq <= self.last_seq:
+                            continue
+                        if seq > self.last_seq + 1:
+                            self._catch_up(before=seq)
+                        raw = fields[b"m"].decode()
+                        self._dispatch(json.loads(raw), raw)
+                        self.last_seq = seq
+                self._fan_out()
             except Exception:
                 log.exception("event fan-out failed; retrying")
+                self.batch = []
                 self.stopped.wait(1.0)
 
     def _tick_health(self) -> None:
         while not self.stopped.is_set():
             try:
                 self.health = system_health(self.ext)
+                frame = FrameProtocol(client=False, extensions=[]).send_data(
+                    json.dumps(self.health), fin=True
+                )
                 with self.lock:
                     targets = list(self.system_subscriptions)
                 for subscription in targets:
-                    subscription.offer(self.health, json.dumps(self.health))
+                    subscription.deliver([(0, frame)])
             except Exception:
                 log.exception("system health tick failed")
             self.stopped.wait(self.settings.system_event_interval_seconds)
@@ -258,43 +385,39 @@ def _serve(ws, wants: Filter) -> None:
     connected_at = events_hub.last_seq
     subscription = events_hub.subscribe(wants)
     try:
-        _bound_socket(ws)
+        writer = _take_over_socket(ws)
         last_event_id = request.args.get("last_event_id")
         floor = _resume(ws, wants, last_event_id, connected_at)
-        _pump(ws, events_hub, subscription, floor)
+        subscription.go_live(writer, floor)
+        _pump(ws, events_hub, subscription, writer)
     finally:
         events_hub.unsubscribe(subscription)
 
 
-def _bound_socket(ws) -> None:
-    """A client that stops reading costs a bounded kernel buffer and, once that is full,
-    blocks only its own thread until the send times out and the socket is dropped."""
+def _take_over_socket(ws) -> SocketWriter:
+    """Every byte to the client goes through a SocketWriter from here on."""
     ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
-    ws.sock.settimeout(SEND_TIMEOUT_SECONDS)
+    writer = SocketWriter(ws.sock)
+    ws.sock = writer
+    return writer
 
 
-def _pump(ws, events_hub: Hub, subscription: Subscription, floor: int = 0) -> None:
-    """Send what the subscription receives until the client goes, the client is too slow,
-    or the process shuts down (then the client gets a 1001 close and reconnects)."""
-    while True:
-        if subscription.overflowed:
+def _pump(ws, events_hub: Hub, subscription: Subscription, writer: SocketWriter) -> None:
+    """The hub writes the events; this thread answers the client, retries what waits for
+    a slow client, and ends the connection when the client is too slow or gone, or the
+    process shuts down (then the client gets a 1001 close and reconnects)."""
+    while ws.connected and not writer.broken:
+        if subscription.overflowed or writer.stalled():
             ws.close(SLOW_CLIENT_CLOSE, "client too slow: event buffer full")
+            writer.drain(SEND_TIMEOUT_SECONDS)
             return
         ws_access.renew_lease()
         if events_hub.closing.is_set():
             _close(ws, GOING_AWAY_CLOSE, "server shutting down; reconnect with last_event_id")
+            writer.drain(CLOSE_GRACE_SECONDS)
             return
-        try:
-            message, raw = subscription.queue.get(timeout=0.25)
-        except queue.Empty:
-            message = None
-        if message is not None and (floor == 0 or _seq(message) > floor):
-            ws.send(raw)
-        _answer_client(ws)
-
-
-def _seq(message: dict) -> int:
-    return int(message["id"]) if message["id"].isdigit() else 0
+        writer.flush()
+        _answer_client(ws, timeout=0.25)
 
 
 def _resume(ws, wants: Filter, last_event_id: str | None, connected_at: int) -> int:
@@ -335,9 +458,9 @@ def _resume(ws, wants: Filter, last_event_id: str | None, connected_at: int) -> 
     return covered
 
 
-def _answer_client(ws) -> None:
+def _answer_client(ws, timeout: float) -> None:
     """Clients need send nothing; a "ping" gets a "pong", anything else an error frame."""
-    incoming = ws.receive(timeout=0)
+    incoming = ws.receive(timeout=timeout)
     if incoming is None:
         return
     if isinstance(incoming, str) and incoming.strip().lower() in ("ping", '{"type": "ping"}'):
@@ -375,9 +498,10 @@ def system(ws):
     events_hub = hub()
     subscription = events_hub.subscribe(lambda m: True, system=True)
     try:
-        _bound_socket(ws)
+        writer = _take_over_socket(ws)
         ws.send(json.dumps(events_hub.current_health()))
-        _pump(ws, events_hub, subscription)
+        subscription.go_live(writer, 0)
+        _pump(ws, events_hub, subscription, writer)
     finally:
         events_hub.unsubscribe(subscription)
 
