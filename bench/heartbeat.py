@@ -6,6 +6,11 @@ API; then `/health` (the floor: gunicorn, WSGI and routing, no database) and
 are loaded with the same connections for the same time, in alternating rounds; the best
 round of each counts. Goal: heartbeat/health >= 0.6 with no non-2xx response.
 
+A third load shows what any /api/v1 request costs before its view does anything: an
+unrouted path under /api/v1 with an agent's token (404), which still passes the rate
+limiter (a Redis INCR), the token check and the error body. It is the ceiling of every
+/api/v1 route on this stack, and is printed beside the others (its 404s are expected).
+
 The headline uses the gunicorn setting in effect (gunicorn.conf.py, which reads
 WEB_CONCURRENCY and WEB_THREADS); the settings of BENCH_WEB_SWEEP follow for comparison.
 """
@@ -69,6 +74,7 @@ class Comparison:
 
     web: str
     health: Load
+    api_floor: Load
     heartbeat: Load
     failed_requests: int
 
@@ -88,22 +94,31 @@ def run() -> list[Result]:
     comparisons: list[Comparison] = []
     with benchmark_database("heartbeat") as settings, tempfile.TemporaryDirectory() as tmp:
         health_file = write_requests(Path(tmp, "health"), [("GET", "/health", "", "")])
-        heartbeat_file = Path(tmp, "heartbeat")
+        heartbeat_file, api_floor_file = Path(tmp, "heartbeat"), Path(tmp, "api-floor")
         for web_setting in settings_to_try:
             with web_server(settings, web_setting) as server:
                 base_url, label = server.url, server.label
                 if not heartbeat_file.exists():
-                    write_requests(heartbeat_file, heartbeat_requests(register_agents(base_url)))
+                    agents = register_agents(base_url)
+                    write_requests(heartbeat_file, heartbeat_requests(agents))
+                    write_requests(api_floor_file, api_floor_requests(agents))
                 load(base_url, heartbeat_file, WARMUP_SECONDS)
                 rounds = [
-                    (load(base_url, health_file, SECONDS), load(base_url, heartbeat_file, SECONDS))
+                    (
+                        load(base_url, health_file, SECONDS),
+                        load(base_url, api_floor_file, SECONDS),
+                        load(base_url, heartbeat_file, SECONDS),
+                    )
                     for _ in range(ROUNDS)
                 ]
-            healths, heartbeats = zip(*rounds, strict=True)
+            healths, api_floors, heartbeats = zip(*rounds, strict=True)
             failed = sum(load.non_2xx + load.errors for load in healths + heartbeats)
-            comparison = Comparison(label, fastest(healths), fastest(heartbeats), failed)
+            comparison = Comparison(
+                label, fastest(healths), fastest(api_floors), fastest(heartbeats), failed
+            )
             comparisons.append(comparison)
             print(f"  web {label}, best rounds:\n    /health   {comparison.health.describe()}")
+            print(f"    /api/v1 floor (404) {comparison.api_floor.describe()}")
             print(f"    heartbeat {comparison.heartbeat.describe()}")
     print_sweep(comparisons)
     headline = comparisons[0]
@@ -112,7 +127,8 @@ def run() -> list[Result]:
             benchmark=f"heartbeat (web {headline.web})",
             measured=f"{headline.heartbeat.per_second:,.0f} heartbeats/s, "
             f"p50 {headline.heartbeat.p50_ms:.1f} ms, p99 {headline.heartbeat.p99_ms:.1f} ms",
-            floor=f"/health {headline.health.per_second:,.0f} req/s",
+            floor=f"/health {headline.health.per_second:,.0f} req/s; any /api/v1 request "
+            f"(404, no work) {headline.api_floor.per_second:,.0f} req/s",
             goal=f"heartbeat/health >= {GOAL_RATIO}: {headline.ratio:.2f}; "
             f"non-2xx + socket errors = 0: {headline.failed_requests}",
             met=headline.ratio >= GOAL_RATIO and headline.failed_requests == 0,
@@ -126,12 +142,13 @@ def fastest(loads: tuple[Load, ...]) -> Load:
 
 def print_sweep(comparisons: list[Comparison]) -> None:
     print(
-        "\n| web (workers x threads) | /health req/s | heartbeats/s | ratio "
-        "| heartbeat p50 / p99 ms | failed requests |\n|---|--:|--:|--:|--:|--:|"
+        "\n| web (workers x threads) | /health req/s | /api/v1 404 req/s | heartbeats/s "
+        "| ratio | heartbeat p50 / p99 ms | failed requests |\n|---|--:|--:|--:|--:|--:|--:|"
     )
     for c in comparisons:
         print(
-            f"| {c.web} | {c.health.per_second:,.0f} | {c.heartbeat.per_second:,.0f} "
+            f"| {c.web} | {c.health.per_second:,.0f} | {c.api_floor.per_second:,.0f} "
+            f"| {c.heartbeat.per_second:,.0f} "
             f"| {c.ratio:.2f} | {c.heartbeat.p50_ms:.0f} / {c.heartbeat.p99_ms:.0f} "
             f"| {c.failed_requests} |"
         )
@@ -166,6 +183,13 @@ def heartbeat_requests(agents: list[tuple[str, str]]) -> list[tuple[str, str, st
     return [
         ("POST", f"/api/v1/agents/{agent_id}/heartbeat", token, f'{{"current_load": {n % 100}}}')
         for n, (agent_id, token) in enumerate(agents)
+    ]
+
+
+def api_floor_requests(agents: list[tuple[str, str]]) -> list[tuple[str, str, str, str]]:
+    """A path under /api/v1 that no route serves, with each agent's token."""
+    return [
+        ("GET", f"/api/v1/agents/{agent_id}/no-such-route", token, "") for agent_id, token in agents
     ]
 
 
