@@ -87,7 +87,12 @@ class SocketWriter:
         """Give the client up to `timeout` seconds to take what waits."""
         deadline = time.monotonic() + timeout
         while not self.flush() and not self.broken and time.monotonic() < deadline:
-            io_select.select([], [self.raw], [], max(0.0, min(0.1, deadline - time.monotonic())))
+            try:
+                io_select.select(
+                    [], [self.raw], [], max(0.0, min(0.1, deadline - time.monotonic()))
+                )
+            except (ValueError, OSError):  # closed meanwhile (the client went)
+                return
 
     def stalled(self) -> bool:
         return bool(self.pending) and time.monotonic() - self.last_progress > SEND_TIMEOUT_SECONDS

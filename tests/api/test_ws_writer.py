@@ -1,0 +1,111 @@
+"""The gateway's per-socket writer and subscription, on a real socket pair."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+from orchestrator_api import ws
+
+
+@pytest.fixture
+def pair():
+    server, client = socket.socketpair()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    yield server, client
+    server.close()
+    client.close()
+
+
+def read_all(sock: socket.socket, size: int, timeout: float = 5) -> bytes:
+    sock.settimeout(timeout)
+    data = b""
+    while len(data) < size:
+        data += sock.recv(65536)
+    return data
+
+
+def test_a_client_that_does_not_read_never_blocks_the_writer(pair, monkeypatch):
+    monkeypatch.setattr(ws, "BUFFER_BYTES", 200_000)
+    server, client = pair
+    writer = ws.SocketWriter(server)
+    chunk = b"x" * 10_000
+    began = time.monotonic()
+    for _ in range(19):
+        assert writer.send(chunk, event=True) == len(chunk)
+    assert time.monotonic() - began < 1  # nothing waited on the client
+    assert writer.pending and not writer.overflowed
+    assert writer.send(chunk * 5, event=True) == 0  # over the bound: dropped, flagged
+    assert writer.overflowed
+    writer.send(b"CLOSE")  # a control frame still goes out, after what waits
+    received = b""
+    client.settimeout(5)
+    while not received.endswith(b"CLOSE"):
+        received += client.recv(65536)
+        writer.flush()
+    assert received == chunk * 19 + b"CLOSE"
+
+
+def test_stalled_once_the_client_takes_nothing_for_the_send_timeout(pair, monkeypatch):
+    monkeypatch.setattr(ws, "SEND_TIMEOUT_SECONDS", 0.2)
+    server, _client = pair
+    writer = ws.SocketWriter(server)
+    writer.send(b"y" * 500_000)
+    assert not writer.stalled()
+    time.sleep(0.3)
+    writer.flush()
+    assert writer.stalled()
+
+
+def test_writes_from_several_threads_never_interleave(pair):
+    server, client = pair
+    writer = ws.SocketWriter(server)
+    frames = {n: bytes([65 + n]) * 3000 for n in range(8)}
+
+    def write(n: int) -> None:
+        for _ in range(20):
+            writer.send(frames[n])
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in frames]
+    for thread in threads:
+        thread.start()
+    received = b""
+    client.settimeout(5)
+    while len(received) < 8 * 20 * 3000:
+        writer.flush()
+        received += client.recv(65536)
+    for thread in threads:
+        thread.join()
+    chunks = [received[i : i + 3000] for i in range(0, len(received), 3000)]
+    assert all(chunk == chunk[:1] * 3000 for chunk in chunks)
+
+
+def test_recv_waits_for_data_on_the_non_blocking_socket(pair):
+    server, client = pair
+    writer = ws.SocketWriter(server)
+    threading.Timer(0.1, client.sendall, args=(b"hello",)).start()
+    assert writer.recv(100) == b"hello"
+
+
+def test_a_subscription_holds_events_until_the_resume_is_sent_then_skips_what_it_covered(pair):
+    server, client = pair
+    subscription = ws.Subscription(lambda message: True)
+    subscription.deliver([(5, b"[5]"), (6, b"[6]")])
+    subscription.deliver([(7, b"[7]")])
+    writer = ws.SocketWriter(server)
+    writer.send(b"[resume 1-6]")  # what the resume sent, through the same writer
+    subscription.go_live(writer, floor=6)
+    subscription.deliver([(6, b"[6]"), (8, b"[8]"), (0, b"[health]")])
+    expected = b"[resume 1-6][7][8][health]"
+    assert read_all(client, len(expected)) == expected
+
+
+def test_held_events_beyond_the_bound_mark_the_subscription_overflowed(monkeypatch):
+    monkeypatch.setattr(ws, "BUFFER_BYTES", 100)
+    subscription = ws.Subscription(lambda message: True)
+    subscription.deliver([(1, b"z" * 60)])
+    assert not subscription.overflowed
+    subscription.deliver([(2, b"z" * 60)])
+    assert subscription.overflowed
