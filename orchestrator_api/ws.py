@@ -65,7 +65,7 @@ class SocketWriter:
         self.lock = threading.Lock()
         self.overflowed = False  # events were dropped: the client must be disconnected
         self.broken = False
-        self.last_progress = time.monotonic()
+        self.waiting_since: float | None = None  # since when bytes wait without progress
         raw.setblocking(False)
 
     def send(self, data: bytes, *, event: bool = False) -> int:
@@ -95,20 +95,28 @@ class SocketWriter:
                 return
 
     def stalled(self) -> bool:
-        return bool(self.pending) and time.monotonic() - self.last_progress > SEND_TIMEOUT_SECONDS
+        """Whether bytes have waited SEND_TIMEOUT_SECONDS without the client taking any."""
+        with self.lock:
+            since = self.waiting_since
+        return since is not None and time.monotonic() - since > SEND_TIMEOUT_SECONDS
 
     def _write(self) -> None:
+        progressed = False
         while self.pending and not self.broken:
             try:
                 sent = self.raw.send(self.pending)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError:
                 self.broken = True  # the reader thread notices the dead socket too
                 self.pending.clear()
-                return
+                break
             del self.pending[:sent]
-            self.last_progress = time.monotonic()
+            progressed = True
+        if not self.pending:
+            self.waiting_since = None
+        elif progressed or self.waiting_since is None:
+            self.waiting_since = time.monotonic()
 
     def recv(self, size: int) -> bytes:
         while True:

@@ -109,3 +109,21 @@ def test_held_events_beyond_the_bound_mark_the_subscription_overflowed(monkeypat
     assert not subscription.overflowed
     subscription.deliver([(2, b"z" * 60)])
     assert subscription.overflowed
+
+
+def test_an_idle_connection_is_not_stalled(pair, monkeypatch):
+    """Only time with bytes waiting counts: a quiet connection that then sends is fine,
+    even seen mid-send from another thread."""
+    monkeypatch.setattr(ws, "SEND_TIMEOUT_SECONDS", 0.1)
+    server, _client = pair
+    writer = ws.SocketWriter(server)
+    time.sleep(0.2)
+    with writer.lock:  # a send in progress: its bytes are appended, not yet written
+        writer.pending += b"frame"
+        seen = threading.Thread(target=lambda: results.append(writer.stalled()))
+        results: list[bool] = []
+        seen.start()
+        time.sleep(0.05)
+    seen.join()
+    writer.flush()
+    assert results == [False] and not writer.stalled()
