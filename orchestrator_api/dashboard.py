@@ -42,6 +42,7 @@ def dashboard():
         version=__version__,
         auth_required=settings.is_production,
         flower_port=settings.flower_port,
+        flower_url=settings.flower_url,
         session_statuses=list(SessionStatus),
         session_types=list(SessionType),
         priorities=list(Priority),

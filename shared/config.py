@@ -88,6 +88,8 @@ class Settings:
     sweep_interval_seconds: int = 5
     port: int = 8000
     flower_port: int = 5555
+    # Where users reach Flower (behind a proxy); empty: FLOWER_PORT on the page's host.
+    flower_url: str = ""
 
     @property
     def is_production(self) -> bool:
@@ -154,6 +156,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "sweep_interval_seconds": _int_between(1, 3_600),
     "port": _int_between(1, 65_535),
     "flower_port": _int_between(1, 65_535),
+    "flower_url": _url("http", "https"),
 }
 
 

@@ -16,6 +16,7 @@ from tests.conftest import empty_tables
 from tests.test_processes import running_web
 
 KEY = "d" * 48
+FLOWER_URL = "https://ops.example.com/flower/"  # Flower behind a proxy
 pytestmark = pytest.mark.shared_data
 
 
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.shared_data
 def production(settings, database, celery_worker):
     empty_tables(database)
     env = {**WEB_ENV, "ORCHESTRATOR_ENV": "production", "API_SECRET_KEY": KEY}
+    env["FLOWER_URL"] = FLOWER_URL
     with running_web(settings, **env) as base:
         yield base
 
@@ -52,6 +54,7 @@ def test_the_page_asks_for_a_token_and_uses_it(production, page):
     expect(page.locator("#sessions-view")).to_be_visible()
     expect(page.locator("#connection")).to_have_text("Live")  # the streams took the token
     expect(page.locator("#sys-database")).to_have_text("ok")
+    expect(page.locator("#flower-link")).to_have_attribute("href", FLOWER_URL)
     page.locator("#session-title").fill("Behind a token")
     page.get_by_role("button", name="Create session").click()
     row = page.locator("#sessions-body tr", has_text="Behind a token")

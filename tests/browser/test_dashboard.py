@@ -50,6 +50,8 @@ def test_create_a_session_and_watch_its_task_complete_live(live, page, api):
     open_dashboard(page, live)
     expect(page.locator("#sys-database")).to_have_text("ok")
     expect(page.locator("#sys-workers")).not_to_have_text("0")
+    # no FLOWER_URL: Flower's port on the page's own host
+    expect(page.locator("#flower-link")).to_have_attribute("href", "http://127.0.0.1:5555/")
     title = unique("Implement login")
     page.locator("#session-title").fill(title)
     page.locator("#session-priority").select_option("HIGH")

@@ -34,6 +34,7 @@ def test_every_variable_is_read():
             "TASK_MAX_ATTEMPTS": "5",
             "RATE_LIMIT": "10/second",
             "PORT": "9000",
+            "FLOWER_URL": "https://ops.example.com/flower/",
         }
     )
     assert settings.sqlalchemy_url == "postgresql+psycopg2://u@db/x"
@@ -43,6 +44,7 @@ def test_every_variable_is_read():
     assert settings.task_max_attempts == 5
     assert settings.rate_limit == "10/second"
     assert settings.port == 9000
+    assert settings.flower_url == "https://ops.example.com/flower/"
 
 
 @pytest.mark.parametrize(
@@ -56,6 +58,7 @@ def test_every_variable_is_read():
         ("RATE_LIMIT", "lots"),
         ("DATABASE_URL", "mysql://x/y"),
         ("EVENT_RETENTION", "1.5"),
+        ("FLOWER_URL", "javascript:alert(1)"),
     ],
 )
 def test_invalid_values_name_the_variable(name, value):

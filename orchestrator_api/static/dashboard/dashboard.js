@@ -27,6 +27,7 @@
   const config = {
     authRequired: body.dataset.authRequired === "true",
     flowerPort: body.dataset.flowerPort || "5555",
+    flowerUrl: body.dataset.flowerUrl || "",
   };
   const $ = (selector) => document.querySelector(selector);
 
@@ -1116,7 +1117,9 @@
       this.stream = new Stream("/ws/system", { onEvent: (message) => this.show(message) });
       this.stream.open();
       const link = $("#flower-link");
-      link.href = `${window.location.protocol}//${window.location.hostname}:${config.flowerPort}/`;
+      link.href =
+        config.flowerUrl ||
+        `${window.location.protocol}//${window.location.hostname}:${config.flowerPort}/`;
     },
     stop() {
       if (this.stream) this.stream.close();
