@@ -55,7 +55,12 @@ def register(
     except IntegrityError:
         raise AgentNameTaken(f"An agent named {name!r} is already registered") from None
     events.record(
-        db, events.AGENT_REGISTERED, agent_id=agent.id, status=agent.status, current_load=0
+        db,
+        events.AGENT_REGISTERED,
+        agent_id=agent.id,
+        status=agent.status,
+        current_load=0,
+        active_tasks=0,
     )
     request_job(db, jobs.ASSIGN_READY_TASKS)
     return agent
@@ -175,10 +180,12 @@ _HEARTBEAT_PREPARE = """
         INSERT INTO outbox_events (type, payload)
         SELECT e.type, e.payload FROM updated AS u, LATERAL (VALUES
             ('agent.heartbeat', jsonb_build_object(
-                'agent_id', u.id, 'status', u.status, 'current_load', u.current_load)),
+                'agent_id', u.id, 'status', u.status, 'current_load', u.current_load,
+                'active_tasks', u.active_tasks)),
             ('agent.status_changed', CASE WHEN u.previous_status <> u.status THEN
                 jsonb_build_object('agent_id', u.id, 'status', u.status,
-                    'previous_status', u.previous_status, 'current_load', u.current_load)
+                    'previous_status', u.previous_status, 'current_load', u.current_load,
+                    'active_tasks', u.active_tasks)
             END)
         ) AS e(type, payload)
         WHERE e.payload IS NOT NULL
@@ -247,6 +254,7 @@ def refresh_statuses(db: Session, *, agent_ids: Iterable[uuid.UUID]) -> None:
                 status=target,
                 previous_status=previous,
                 current_load=agent.current_load,
+                active_tasks=counts[agent.id],
             )
         freed = freed or target in (AgentStatus.IDLE, AgentStatus.ACTIVE)
     if freed:

@@ -249,6 +249,7 @@ def _record_agent_changes(db: Session, matcher: _Matcher, recorded: list) -> Non
                         "status": target,
                         "previous_status": slot.status,
                         "current_load": slot.load,
+                        "active_tasks": slot.held,
                     },
                 )
             )

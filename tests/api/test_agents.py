@@ -230,3 +230,34 @@ def test_a_heartbeat_with_an_idempotency_key_is_replayed(client):
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.json == first.json
     assert client.get(url.removesuffix("/heartbeat")).json["current_load"] == 50
+
+
+def test_agent_events_carry_the_tasks_held(client, db):
+    from sqlalchemy import select
+
+    from shared.models import OutboxEvent
+
+    session = start_session(client)
+    agent = register(client, max_concurrent_tasks=2)
+    task = make_task(client, session["id"])
+    assert act(client, task["id"], "assign", {"agent_id": agent["id"]}).status_code == 200
+    client.post(f"/api/v1/agents/{agent['id']}/heartbeat", json={"current_load": 100})
+
+    def payloads(event_type):
+        return [
+            e.payload
+            for e in db.scalars(
+                select(OutboxEvent).where(OutboxEvent.type == event_type).order_by(OutboxEvent.id)
+            )
+            if e.payload.get("agent_id") == agent["id"]
+        ]
+
+    assert payloads("agent.registered")[0]["active_tasks"] == 0
+    changes = payloads("agent.status_changed")
+    assert [(c["status"], c["active_tasks"]) for c in changes] == [("ACTIVE", 1), ("BUSY", 1)]
+    assert payloads("agent.heartbeat")[-1] == {
+        "agent_id": agent["id"],
+        "status": "BUSY",
+        "current_load": 100,
+        "active_tasks": 1,
+    }
