@@ -58,9 +58,18 @@ def message(seq: int, event_type: str, payload: dict, created_at) -> dict:
     return {"id": str(seq), "type": event_type, "payload": payload, "timestamp": timestamp}
 
 
+_ANY_UNPUBLISHED_SQL = text(
+    "SELECT EXISTS (SELECT 1 FROM outbox_events WHERE published_at IS NULL)"
+)
+
+
 def publish_once(database: Database, redis: redis_lib.Redis, *, retention: int) -> int:
     """Publish what is unpublished; returns how many events. 0 if another relay is busy."""
     with database.engine.connect() as connection:
+        # Every web process polls 50 times a second: when there is nothing to publish
+        # (a partial index answers), take no lock and commit nothing.
+        if not connection.scalar(_ANY_UNPUBLISHED_SQL):
+            return 0
         if not connection.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}):
             connection.rollback()
             return 0
