@@ -41,6 +41,9 @@ BUFFER_BYTES = 4 * 1024 * 1024
 # Events that arrive within this long of the last write go to each socket in one write.
 FAN_OUT_INTERVAL_SECONDS = 0.025
 CLOSE_GRACE_SECONDS = 1.0
+# A socket's own thread sleeps until its client sends something, or this long: then it
+# retries what waits for a slow client and notices a shutdown.
+SOCKET_THREAD_WAKE_SECONDS = 0.5
 GOING_AWAY_CLOSE = 1001
 SLOW_CLIENT_CLOSE = 1013
 NOT_FOUND_CLOSE = 4404
@@ -430,7 +433,7 @@ def _pump(ws, events_hub: Hub, subscription: Subscription, writer: SocketWriter)
             writer.drain(CLOSE_GRACE_SECONDS)
             return
         writer.flush()
-        _answer_client(ws, timeout=0.25)
+        _answer_client(ws, timeout=SOCKET_THREAD_WAKE_SECONDS)
 
 
 def _resume(ws, wants: Filter, last_event_id: str | None, connected_at: int) -> int:
