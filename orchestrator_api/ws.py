@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 
 import redis as redis_lib
@@ -51,6 +52,7 @@ BAD_REQUEST_CLOSE = 4400
 # How long a client may take nothing before the socket is dropped.
 SEND_TIMEOUT_SECONDS = float(os.environ.get("WS_SEND_TIMEOUT_SECONDS", "10"))
 SEND_BUFFER_BYTES = 64 * 1024
+OPCODE_CLOSE = 0x8  # control frames: 0x8 close, 0x9 ping, 0xA pong
 
 blp = Blueprint("ws", __name__)
 sock = Sock()
@@ -60,25 +62,51 @@ Filter = Callable[[dict], bool]
 class SocketWriter:
     """Stands in for a client's socket (simple-websocket's own frames, pings and closes
     come through here too, so frames never interleave): bytes are written without
-    blocking, and what the client cannot take yet waits, up to BUFFER_BYTES."""
+    blocking, and what the client cannot take yet waits, up to BUFFER_BYTES.
+
+    What waits is a queue of writes, each whole frames. A control frame (ping, pong,
+    close) goes ahead of the writes not yet begun, so a client busy with a backlog still
+    answers pings in time; after a close, the data still waiting is dropped (nothing may
+    follow a close, and the client resumes from its last id)."""
 
     def __init__(self, raw: socket.socket) -> None:
         self.raw = raw
-        self.pending = bytearray()
+        self.pending: deque[bytes] = deque()
+        self.pending_bytes = 0
+        self.offset = 0  # how much of the first write has gone out
         self.lock = threading.Lock()
         self.overflowed = False  # events were dropped: the client must be disconnected
         self.broken = False
+        self.closed = False  # a close frame was queued: nothing more goes out after it
         self.waiting_since: float | None = None  # since when bytes wait without progress
         raw.setblocking(False)
 
     def send(self, data: bytes, *, event: bool = False) -> int:
         with self.lock:
-            if event and (self.overflowed or len(self.pending) + len(data) > BUFFER_BYTES):
+            if self.closed or not data:
+                return len(data)
+            if event and (self.overflowed or self.pending_bytes + len(data) > BUFFER_BYTES):
                 self.overflowed = True
                 return 0
-            self.pending += data
+            if not event and _is_control(data):
+                self._queue_control(data)
+            else:
+                self.pending.append(data)
+                self.pending_bytes += len(data)
             self._write()
         return len(data)
+
+    def _queue_control(self, frames: bytes) -> None:
+        begun = self.pending.popleft() if self.offset else None  # a frame is never cut
+        if _closes(frames):
+            self.closed = True
+            self.pending.clear()
+            self.pending.append(frames)
+        else:
+            self.pending.appendleft(frames)
+        if begun is not None:
+            self.pending.appendleft(begun)
+        self.pending_bytes = sum(len(write) for write in self.pending)
 
     def flush(self) -> bool:
         """Write what waits; True once nothing does."""
@@ -106,16 +134,23 @@ class SocketWriter:
     def _write(self) -> None:
         progressed = False
         while self.pending and not self.broken:
+            first = self.pending[0]
             try:
-                sent = self.raw.send(self.pending)
+                sent = self.raw.send(memoryview(first)[self.offset :])
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 self.broken = True  # the reader thread notices the dead socket too
                 self.pending.clear()
+                self.pending_bytes = self.offset = 0
                 break
-            del self.pending[:sent]
             progressed = True
+            self.offset += sent
+            if self.offset < len(first):
+                break
+            self.pending.popleft()
+            self.pending_bytes -= len(first)
+            self.offset = 0
         if not self.pending:
             self.waiting_since = None
         elif progressed or self.waiting_since is None:
@@ -139,6 +174,20 @@ class SocketWriter:
 
     def __getattr__(self, name: str):
         return getattr(self.raw, name)
+
+
+def _is_control(frames: bytes) -> bool:
+    return frames[0] & 0x0F >= OPCODE_CLOSE
+
+
+def _closes(frames: bytes) -> bool:
+    """Whether these control frames (unmasked, payloads of at most 125 bytes) hold a close."""
+    position = 0
+    while position + 1 < len(frames):
+        if frames[position] & 0x0F == OPCODE_CLOSE:
+            return True
+        position += 2 + (frames[position + 1] & 0x7F)
+    return False
 
 
 class Subscription:

@@ -61,6 +61,9 @@ def assert_contract_format(message: dict) -> None:
     assert isinstance(message["payload"], dict)
 
 
+PING_INTERVAL_SECONDS = 3
+
+
 @pytest.fixture(scope="module")
 def live(settings, database, celery_worker):
     empty_tables(database)  # once, before the server starts
@@ -69,7 +72,9 @@ def live(settings, database, celery_worker):
         SYSTEM_EVENT_INTERVAL_SECONDS="1",
         WEB_THREADS="32",
         WS_SEND_TIMEOUT_SECONDS="2",
-        WS_PING_INTERVAL_SECONDS="1",
+        # pings often enough to test, not so often that a client busy with a burst of
+        # thousands of events on a loaded machine misses its pong deadline
+        WS_PING_INTERVAL_SECONDS=str(PING_INTERVAL_SECONDS),
         WS_MAX_CONNECTIONS_PER_CLIENT="100",
     ) as base:
         yield base
@@ -193,6 +198,27 @@ def test_unknown_session_or_agent_closes_with_a_reason(live):
                 client.receive(timeout=0.5)
         assert excinfo.value.reason in (4404, 4400)
         assert "not found" in excinfo.value.message
+
+
+def test_a_peer_that_never_answers_pings_is_closed(live):
+    """A dead or frozen client is noticed: no pong to a ping, then closed with 1008."""
+    port = int(live.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as peer:
+        peer.sendall(
+            b"GET /ws/agents HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        peer.settimeout(4 * PING_INTERVAL_SECONDS)
+        received = b""
+        began = time.monotonic()
+        while chunk := peer.recv(65536):  # read, but never answer
+            received += chunk
+        pings = received.count(b"\x89\x00")
+        close = received[received.rindex(b"\x88") :]
+    assert pings >= 1
+    assert int.from_bytes(close[2:4], "big") == 1008 and b"Ping/Pong timeout" in close
+    assert time.monotonic() - began < 3 * PING_INTERVAL_SECONDS + 2
 
 
 def test_client_messages_are_answered_not_fatal(live):

@@ -39,13 +39,13 @@ def test_a_client_that_does_not_read_never_blocks_the_writer(pair, monkeypatch):
     assert writer.pending and not writer.overflowed
     assert writer.send(chunk * 5, event=True) == 0  # over the bound: dropped, flagged
     assert writer.overflowed
-    writer.send(b"CLOSE")  # a control frame still goes out, after what waits
+    writer.send(b"text")  # a message of the server's own still goes out, after what waits
     received = b""
     client.settimeout(5)
-    while not received.endswith(b"CLOSE"):
+    while not received.endswith(b"text"):
         received += client.recv(65536)
         writer.flush()
-    assert received == chunk * 19 + b"CLOSE"
+    assert received == chunk * 19 + b"text"
 
 
 def test_stalled_once_the_client_takes_nothing_for_the_send_timeout(pair, monkeypatch):
@@ -66,7 +66,7 @@ def test_writes_from_several_threads_never_interleave(pair):
 
     def write(n: int) -> None:
         for _ in range(20):
-            writer.send(frames[n])
+            writer.send(frames[n], event=True)
 
     threads = [threading.Thread(target=write, args=(n,)) for n in frames]
     for thread in threads:
@@ -119,7 +119,8 @@ def test_an_idle_connection_is_not_stalled(pair, monkeypatch):
     writer = ws.SocketWriter(server)
     time.sleep(0.2)
     with writer.lock:  # a send in progress: its bytes are appended, not yet written
-        writer.pending += b"frame"
+        writer.pending.append(b"frame")
+        writer.pending_bytes += 5
         seen = threading.Thread(target=lambda: results.append(writer.stalled()))
         results: list[bool] = []
         seen.start()
@@ -127,3 +128,57 @@ def test_an_idle_connection_is_not_stalled(pair, monkeypatch):
     seen.join()
     writer.flush()
     assert results == [False] and not writer.stalled()
+
+
+PING = bytes([0x89, 0])
+CLOSE = bytes([0x88, 2]) + (1013).to_bytes(2, "big")
+
+
+def frame(n: int, size: int = 5000) -> bytes:
+    payload = str(n).encode().ljust(size, b".")
+    return bytes([0x81, 126]) + len(payload).to_bytes(2, "big") + payload
+
+
+def drain_client(writer, client, until: bytes) -> bytes:
+    received = b""
+    client.settimeout(5)
+    while not received.endswith(until):
+        writer.flush()
+        received += client.recv(65536)
+    return received
+
+
+def test_a_ping_goes_ahead_of_a_backlog_but_never_cuts_a_frame(pair):
+    server, client = pair
+    writer = ws.SocketWriter(server)
+    frames = [frame(n) for n in range(40)]
+    for data in frames:
+        writer.send(data, event=True)
+    assert writer.pending and writer.offset > 0  # the first waiting frame is half out
+    writer.send(PING)
+    received = drain_client(writer, client, frames[-1])
+    before_ping = received[: received.index(PING)]
+    whole = len(before_ping) // len(frames[0])
+    assert before_ping == b"".join(frames[:whole])  # whole frames only, then the ping
+    assert 1 <= whole < len(frames)  # the half-sent frame ended, the rest waited
+    assert received == before_ping + PING + b"".join(frames[whole:])
+
+
+def test_a_close_drops_what_waits_and_ends_the_writes(pair):
+    server, client = pair
+    writer = ws.SocketWriter(server)
+    frames = [frame(n) for n in range(40)]
+    for data in frames:
+        writer.send(data, event=True)
+    writer.send(CLOSE)
+    writer.send(frame(99), event=True)  # after the close: never sent
+    received = drain_client(writer, client, CLOSE)
+    assert received.endswith(CLOSE) and received.count(CLOSE) == 1
+    body = received[: -len(CLOSE)]
+    whole = len(body) // len(frames[0])
+    assert body == b"".join(frames[:whole])  # only whole frames, in order
+    assert whole < len(frames)  # the rest was dropped
+    writer.flush()
+    client.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        client.recv(65536)  # nothing followed the close
