@@ -350,3 +350,41 @@ def test_sigterm_closes_sockets_with_going_away(settings):
         web.wait(timeout=20)
     finally:
         stop(web)
+
+
+def test_a_killed_web_process_loses_its_clients_nothing(live, settings):
+    """SIGKILL a web process under its clients: they reconnect to another process with
+    their last id and get exactly what happened meanwhile, in order, once."""
+    from tests.test_processes import free_port, start, stop, wait_for_http
+    from tests.worker.test_faults import kill_group
+
+    port = free_port()
+    doomed = start("web", settings, PORT=str(port), WEB_THREADS="8")
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/ready", doomed)
+        doomed_base = f"http://127.0.0.1:{port}"
+        watcher = Stream(live, "/ws/sessions")  # on the other process throughout
+        client = Stream(doomed_base, "/ws/sessions")
+        first = post(live, "/api/v1/sessions", {"title": "seen before the kill"})
+        client.receive_until(lambda ms: any(m["payload"]["session_id"] == first["id"] for m in ms))
+        last_id = client.messages[-1]["id"]
+        kill_group(doomed)
+        with pytest.raises(ConnectionClosed):
+            while True:
+                client.client.receive(timeout=5)
+        missed = [post(live, "/api/v1/sessions", {"title": f"while down {n}"}) for n in range(3)]
+        watcher.receive_until(
+            lambda ms: any(m["payload"]["session_id"] == missed[-1]["id"] for m in ms)
+        )
+        expected = [m for m in watcher.messages if int(m["id"]) > int(last_id)]
+
+        again = Stream(live, f"/ws/sessions?last_event_id={last_id}")
+        again.receive_until(lambda ms: len(ms) >= len(expected))
+        after = post(live, "/api/v1/sessions", {"title": "after the reconnect"})
+        again.receive_until(lambda ms: any(m["payload"]["session_id"] == after["id"] for m in ms))
+        assert again.messages[: len(expected)] == expected
+        assert again.ids() == sorted(set(again.ids()))  # in order, once
+        watcher.close()
+        again.close()
+    finally:
+        stop(doomed)
