@@ -157,14 +157,17 @@ class SocketWriter:
             self.waiting_since = time.monotonic()
 
     def recv(self, size: int) -> bytes:
+        """For simple-websocket's reader thread: waits for data like a blocking socket, and
+        notices (within a second) when the socket is closed under it."""
         while True:
             try:
                 return self.raw.recv(size)
             except (BlockingIOError, InterruptedError):
-                try:
-                    io_select.select([self.raw], [], [])
-                except ValueError:  # closed meanwhile
-                    raise OSError("the socket was closed") from None
+                pass
+            try:
+                io_select.select([self.raw], [], [], 1.0)
+            except (ValueError, OSError):  # closed meanwhile
+                raise OSError("the socket was closed") from None
 
     def fileno(self) -> int:
         return self.raw.fileno()

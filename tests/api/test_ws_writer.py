@@ -182,3 +182,22 @@ def test_a_close_drops_what_waits_and_ends_the_writes(pair):
     client.setblocking(False)
     with pytest.raises(BlockingIOError):
         client.recv(65536)  # nothing followed the close
+
+
+def test_recv_gives_up_when_the_socket_is_closed_under_it(pair):
+    server, _client = pair
+    writer = ws.SocketWriter(server)
+    outcome: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            writer.recv(100)
+        except OSError as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(0.1)
+    writer.close()
+    reader.join(5)
+    assert not reader.is_alive() and outcome
