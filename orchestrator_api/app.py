@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 def start_background(app: Flask) -> None:
     """In each web process (gunicorn's post_worker_init): the relay that publishes
     committed events, and the hub that fans them out to this process's sockets."""
-    from orchestrator_api.ws import Hub
+    from orchestrator_api.ws_hub import Hub
     from shared.metrics import EVENTS_PUBLISHED
     from shared.relay import RelayThread
 

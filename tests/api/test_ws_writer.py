@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from orchestrator_api import ws
+from orchestrator_api import ws_sockets as ws
 
 
 @pytest.fixture

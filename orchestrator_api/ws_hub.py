@@ -1,0 +1,189 @@
+"""The per-process event hub of the WebSocket gateway.
+
+One reader per web process follows the Redis Stream of events (no Redis connection per
+client), frames each event once, and writes to each socket the events it wants: after a
+write it lets events gather for a moment, so each socket gets a batch in one write (at a
+thousand sockets, the work is the writes). Ids are gapless: a gap in the stream (an XADD
+lost to a crash or a Redis restart) is filled from PostgreSQL. A second thread computes
+`system.health` for the `/ws/system` sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+import redis as redis_lib
+from flask import current_app
+from sqlalchemy import func, select
+from wsproto.frame_protocol import FrameProtocol
+
+from orchestrator_api.ws_sockets import Filter, Subscription
+from shared import events, relay
+from shared.metrics import WEBSOCKET_CONNECTIONS
+from shared.models import Agent, Task, WorkSession
+
+log = logging.getLogger(__name__)
+
+# Events that arrive within this long of the last write go to each socket in one write.
+FAN_OUT_INTERVAL_SECONDS = 0.025
+
+
+class Hub:
+    """Per process: one stream reader and one health ticker feeding every socket."""
+
+    def __init__(self, ext) -> None:
+        self.ext = ext
+        self.settings = ext.settings
+        self.redis = redis_lib.Redis.from_url(
+            ext.settings.redis_url, socket_timeout=5, socket_connect_timeout=2
+        )
+        self.subscriptions: set[Subscription] = set()
+        self.system_subscriptions: set[Subscription] = set()
+        self.lock = threading.Lock()
+        self.framing = FrameProtocol(client=False, extensions=[])  # the reader's thread only
+        self.batch: list[tuple[dict, int, bytes]] = []  # read, not yet written
+        self.fanned_out_at = 0.0
+        self.last_seq = relay.latest_seq(ext.database)
+        self.health: dict | None = None
+        self.stopped = threading.Event()
+        self.closing = threading.Event()  # set on shutdown: sockets close with 1001
+        threading.Thread(target=self._read_stream, name="ws-hub-reader", daemon=True).start()
+        threading.Thread(target=self._tick_health, name="ws-hub-health", daemon=True).start()
+
+    def subscribe(self, wants: Filter, *, system: bool = False) -> Subscription:
+        subscription = Subscription(wants)
+        with self.lock:
+            (self.system_subscriptions if system else self.subscriptions).add(subscription)
+            WEBSOCKET_CONNECTIONS.set(self.connections())
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self.lock:
+            self.subscriptions.discard(subscription)
+            self.system_subscriptions.discard(subscription)
+            WEBSOCKET_CONNECTIONS.set(self.connections())
+
+    def connections(self) -> int:
+        return len(self.subscriptions) + len(self.system_subscriptions)
+
+    def _dispatch(self, message: dict, raw: str | None = None) -> None:
+        frame = self.framing.send_data(raw or json.dumps(message), fin=True)
+        self.batch.append((message, int(message["id"]), frame))
+
+    def _fan_out(self) -> None:
+        """Write the batch read since the last time: one write per socket that wants any."""
+        batch, self.batch = self.batch, []
+        self.fanned_out_at = time.monotonic()
+        if not batch:
+            return
+        with self.lock:
+            targets = list(self.subscriptions)
+        for subscription in targets:
+            wants = subscription.wants
+            frames = [(seq, frame) for message, seq, frame in batch if wants(message)]
+            if frames:
+                subscription.deliver(frames)
+
+    def _catch_up(self, before: int | None = None) -> None:
+        """Deliver from PostgreSQL what the stream did not carry, up to `before`."""
+        if before is None and relay.latest_seq(self.ext.database) < self.last_seq:
+            log.warning("event ids went back (database restored or recreated): following it")
+            self.last_seq = relay.latest_seq(self.ext.database)
+        for message in relay.events_since(self.ext.database, self.last_seq, before):
+            self._dispatch(message)
+            self.last_seq = int(message["id"])
+
+    def _read_stream(self) -> None:
+        while not self.stopped.is_set():
+            # Right after a write, let events gather for a moment: a thousand sockets
+            # cost a thousand writes per batch, however few events it holds.
+            wait = self.fanned_out_at + FAN_OUT_INTERVAL_SECONDS - time.monotonic()
+            if wait > 0:
+                self.stopped.wait(wait)
+            try:
+                response = self.redis.xread(
+                    {relay.STREAM_KEY: f"{self.last_seq}-0"}, block=1000, count=1000
+                )
+            except redis_lib.RedisError as exc:
+                log.warning("event stream unavailable (%s); reading from the database", exc)
+                response = None
+                self.stopped.wait(0.5)
+            try:
+                if not response:
+                    self._catch_up()
+                else:
+                    for stream_id, fields in response[0][1]:
+                        seq = int(stream_id.split(b"-")[0])
+                        if seq <= self.last_seq:
+                            continue
+                        if seq > self.last_seq + 1:
+                            self._catch_up(before=seq)
+                        raw = fields[b"m"].decode()
+                        self._dispatch(json.loads(raw), raw)
+                        self.last_seq = seq
+                self._fan_out()
+            except Exception:
+                log.exception("event fan-out failed; retrying")
+                self.batch = []
+                self.stopped.wait(1.0)
+
+    def _tick_health(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                self.health = system_health(self.ext)
+                frame = FrameProtocol(client=False, extensions=[]).send_data(
+                    json.dumps(self.health), fin=True
+                )
+                with self.lock:
+                    targets = list(self.system_subscriptions)
+                for subscription in targets:
+                    subscription.deliver([(0, frame)])
+            except Exception:
+                log.exception("system health tick failed")
+            self.stopped.wait(self.settings.system_event_interval_seconds)
+
+    def current_health(self) -> dict:
+        return self.health or system_health(self.ext)
+
+
+def system_health(ext) -> dict:
+    payload: dict = {"database": "ok", "redis": "ok", "workers": 0, "counts": {}}
+    try:
+        with ext.database.session() as db:
+            for name, model in (("sessions", WorkSession), ("agents", Agent), ("tasks", Task)):
+                rows = db.execute(select(model.status, func.count()).group_by(model.status))
+                payload["counts"][name] = {str(s): n for s, n in rows}
+    except Exception:
+        payload["database"] = "unavailable"
+    try:
+        ext.redis.ping()
+    except redis_lib.RedisError:
+        payload["redis"] = "unavailable"
+    if payload["redis"] == "ok":
+        try:
+            payload["workers"] = len(ext.celery.control.ping(timeout=0.5) or [])
+        except Exception:
+            payload["workers"] = 0
+    healthy = payload["database"] == payload["redis"] == "ok" and payload["workers"] > 0
+    payload["status"] = "ok" if healthy else "degraded"
+    now = time.time()
+    return {
+        "id": f"system-{int(now * 1000)}",
+        "type": events.SYSTEM_HEALTH,
+        "payload": payload,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + "Z",
+    }
+
+
+_hub_lock = threading.Lock()
+
+
+def hub() -> Hub:
+    ext = current_app.extensions["orchestrator"]
+    with _hub_lock:
+        if ext.hub is None:
+            ext.hub = Hub(ext)
+        return ext.hub

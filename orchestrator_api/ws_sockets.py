@@ -1,0 +1,201 @@
+"""One WebSocket client's side of the gateway: what it is sent, and how.
+
+Every byte to a client goes through its `SocketWriter`, which never blocks the hub; its
+`Subscription` holds the events fanned out to it until the client has been sent what it
+missed (a resume), then passes them to the writer.
+"""
+
+from __future__ import annotations
+
+import os
+import select as io_select
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+# Per socket: what the client has not read yet, at most (about 10,000 events).
+BUFFER_BYTES = 4 * 1024 * 1024
+# How long a client may take nothing before the socket is dropped.
+SEND_TIMEOUT_SECONDS = float(os.environ.get("WS_SEND_TIMEOUT_SECONDS", "10"))
+OPCODE_CLOSE = 0x8  # control frames: 0x8 close, 0x9 ping, 0xA pong
+
+Filter = Callable[[dict], bool]
+
+
+class SocketWriter:
+    """Stands in for a client's socket (simple-websocket's own frames, pings and closes
+    come through here too, so frames never interleave): bytes are written without
+    blocking, and what the client cannot take yet waits, up to BUFFER_BYTES.
+
+    What waits is a queue of writes, each whole frames. A control frame (ping, pong,
+    close) goes ahead of the writes not yet begun, so a client busy with a backlog still
+    answers pings in time; after a close, the data still waiting is dropped (nothing may
+    follow a close, and the client resumes from its last id)."""
+
+    def __init__(self, raw: socket.socket) -> None:
+        self.raw = raw
+        self.pending: deque[bytes] = deque()
+        self.pending_bytes = 0
+        self.offset = 0  # how much of the first write has gone out
+        self.lock = threading.Lock()
+        self.overflowed = False  # events were dropped: the client must be disconnected
+        self.broken = False
+        self.closed = False  # a close frame was queued: nothing more goes out after it
+        self.waiting_since: float | None = None  # since when bytes wait without progress
+        raw.setblocking(False)
+
+    def send(self, data: bytes, *, event: bool = False) -> int:
+        with self.lock:
+            if self.closed or not data:
+                return len(data)
+            if event and (self.overflowed or self.pending_bytes + len(data) > BUFFER_BYTES):
+                self.overflowed = True
+                return 0
+            if not event and _is_control(data):
+                self._queue_control(data)
+            else:
+                self.pending.append(data)
+                self.pending_bytes += len(data)
+            self._write()
+        return len(data)
+
+    def _queue_control(self, frames: bytes) -> None:
+        begun = self.pending.popleft() if self.offset else None  # a frame is never cut
+        if _closes(frames):
+            self.closed = True
+            self.pending.clear()
+            self.pending.append(frames)
+        else:
+            self.pending.appendleft(frames)
+        if begun is not None:
+            self.pending.appendleft(begun)
+        self.pending_bytes = sum(len(write) for write in self.pending)
+
+    def flush(self) -> bool:
+        """Write what waits; True once nothing does."""
+        with self.lock:
+            self._write()
+            return not self.pending
+
+    def drain(self, timeout: float) -> None:
+        """Give the client up to `timeout` seconds to take what waits."""
+        deadline = time.monotonic() + timeout
+        while not self.flush() and not self.broken and time.monotonic() < deadline:
+            try:
+                io_select.select(
+                    [], [self.raw], [], max(0.0, min(0.1, deadline - time.monotonic()))
+                )
+            except (ValueError, OSError):  # closed meanwhile (the client went)
+                return
+
+    def stalled(self) -> bool:
+        """Whether bytes have waited SEND_TIMEOUT_SECONDS without the client taking any."""
+        with self.lock:
+            since = self.waiting_since
+        return since is not None and time.monotonic() - since > SEND_TIMEOUT_SECONDS
+
+    def _write(self) -> None:
+        progressed = False
+        while self.pending and not self.broken:
+            first = self.pending[0]
+            try:
+                sent = self.raw.send(memoryview(first)[self.offset :])
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.broken = True  # the reader thread notices the dead socket too
+                self.pending.clear()
+                self.pending_bytes = self.offset = 0
+                break
+            progressed = True
+            self.offset += sent
+            if self.offset < len(first):
+                break
+            self.pending.popleft()
+            self.pending_bytes -= len(first)
+            self.offset = 0
+        if not self.pending:
+            self.waiting_since = None
+        elif progressed or self.waiting_since is None:
+            self.waiting_since = time.monotonic()
+
+    def recv(self, size: int) -> bytes:
+        """For simple-websocket's reader thread: waits for data like a blocking socket, and
+        notices (within a second) when the socket is closed under it."""
+        while True:
+            try:
+                return self.raw.recv(size)
+            except (BlockingIOError, InterruptedError):
+                pass
+            try:
+                io_select.select([self.raw], [], [], 1.0)
+            except (ValueError, OSError):  # closed meanwhile
+                raise OSError("the socket was closed") from None
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self.raw, name)
+
+
+def _is_control(frames: bytes) -> bool:
+    return frames[0] & 0x0F >= OPCODE_CLOSE
+
+
+def _closes(frames: bytes) -> bool:
+    """Whether these control frames (unmasked, payloads of at most 125 bytes) hold a close."""
+    position = 0
+    while position + 1 < len(frames):
+        if frames[position] & 0x0F == OPCODE_CLOSE:
+            return True
+        position += 2 + (frames[position + 1] & 0x7F)
+    return False
+
+
+class Subscription:
+    """One socket's share of the stream. Until the socket has been sent what it missed
+    (a resume), its events are held; then they go to its writer, skipping ids the resume
+    already covered."""
+
+    def __init__(self, wants: Filter) -> None:
+        self.wants = wants
+        self.writer: SocketWriter | None = None
+        self.floor = 0  # ids up to here were sent by the resume
+        self.held: list[tuple[int, bytes]] = []
+        self.held_bytes = 0
+        self.lock = threading.Lock()
+
+    @property
+    def overflowed(self) -> bool:
+        return self.held_bytes > BUFFER_BYTES or (
+            self.writer is not None and self.writer.overflowed
+        )
+
+    def deliver(self, frames: list[tuple[int, bytes]]) -> None:
+        """Frames of wanted events, oldest first, with their ids (0: not a stream event)."""
+        if self.writer is None:
+            with self.lock:
+                if self.writer is None:
+                    self.held += frames
+                    self.held_bytes += sum(len(frame) for _, frame in frames)
+                    return
+        self._write(frames)
+
+    def go_live(self, writer: SocketWriter, floor: int) -> None:
+        with self.lock:
+            self.floor = floor
+            self._write(self.held, writer)
+            self.held, self.held_bytes = [], 0
+            self.writer = writer
+
+    def _write(self, frames: list[tuple[int, bytes]], writer: SocketWriter | None = None) -> None:
+        floor = self.floor
+        data = b"".join(frame for seq, frame in frames if seq == 0 or seq > floor)
+        if data:
+            (writer or self.writer).send(data, event=True)
