@@ -16,8 +16,7 @@ from celery import shared_task
 
 from orchestrator_worker import runtime
 from shared import jobs, metrics, relay
-from shared.services import assignment, decomposition, idempotency, sweeps
-from shared.services import tasks as task_service
+from shared.services import assignment, decomposition, idempotency, sweeps, task_lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +97,7 @@ def reconcile() -> dict:
     """Repairs what a lost job left behind."""
     with runtime.database().transaction() as db:
         repaired = {
-            "released_dependents": task_service.release_ready_dependents(db),
+            "released_dependents": task_lifecycle.release_ready_dependents(db),
             "released_from_offline_agents": sweeps.release_tasks_of_offline_agents(db),
             "finished_decompositions": sweeps.finish_lost_decompositions(db),
             "expired_idempotency_keys": idempotency.prune(db),

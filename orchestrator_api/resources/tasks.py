@@ -23,6 +23,7 @@ from orchestrator_api.schemas.tasks import (
 from shared import metrics
 from shared.models import Task
 from shared.services import assignment, decomposition
+from shared.services import task_lifecycle as lifecycle
 from shared.services import tasks as service
 from shared.unit_of_work import after_commit
 
@@ -89,7 +90,7 @@ class TaskById(MethodView):
 def start_task(body, task_id):
     """An agent starts a task assigned to it (ASSIGNED -> IN_PROGRESS)."""
     actor = acting_agent(body.get("agent_id"))
-    task = service.start(db(), task_id=parse_id(task_id), agent_id=actor)
+    task = lifecycle.start(db(), task_id=parse_id(task_id), agent_id=actor)
     return task_view(task)
 
 
@@ -99,7 +100,7 @@ def start_task(body, task_id):
 def complete_task(body, task_id):
     """IN_PROGRESS -> COMPLETED, with a result; releases the tasks waiting on it."""
     actor = acting_agent(body.get("agent_id"))
-    task = service.complete(
+    task = lifecycle.complete(
         db(), task_id=parse_id(task_id), result=body.get("result"), agent_id=actor
     )
     return task_view(task)
@@ -111,7 +112,7 @@ def complete_task(body, task_id):
 def fail_task(body, task_id):
     """Back to PENDING while attempts remain and the error is retryable, else FAILED."""
     body["agent_id"] = acting_agent(body.get("agent_id"))
-    task = service.fail(db(), task_id=parse_id(task_id), **body)
+    task = lifecycle.fail(db(), task_id=parse_id(task_id), **body)
     return task_view(task)
 
 
@@ -119,7 +120,7 @@ def fail_task(body, task_id):
 @blp.response(200, TaskSchema)
 def cancel_task(task_id):
     """Cancel an unfinished task, its subtasks and the tasks waiting on it."""
-    return task_view(service.cancel(db(), task_id=parse_id(task_id)))
+    return task_view(lifecycle.cancel(db(), task_id=parse_id(task_id)))
 
 
 @blp.route("/<task_id>/assign", methods=["POST"])
@@ -139,7 +140,7 @@ def assign_task(body, task_id):
 def report_progress(body, task_id):
     """An agent reports progress; the task's run deadline moves on."""
     body["agent_id"] = acting_agent(body.get("agent_id"))
-    task = service.report_progress(db(), task_id=parse_id(task_id), **body)
+    task = lifecycle.report_progress(db(), task_id=parse_id(task_id), **body)
     return task_view(task)
 
 

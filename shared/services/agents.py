@@ -263,7 +263,7 @@ def refresh_statuses(db: Session, *, agent_ids: Iterable[uuid.UUID]) -> None:
 
 def deregister(db: Session, *, agent_id: uuid.UUID) -> None:
     """Its held tasks go back to PENDING (an attempt counted), then the agent is removed."""
-    from shared.services import tasks
+    from shared.services import task_lifecycle
 
     held = db.scalars(
         select(Task.id)
@@ -273,7 +273,7 @@ def deregister(db: Session, *, agent_id: uuid.UUID) -> None:
     ).all()
     agent = get_or_raise(db, agent_id=agent_id, lock=True)
     for task_id in held:
-        tasks.release(db, task_id=task_id, reason=f"agent {agent.name} deregistered")
+        task_lifecycle.release(db, task_id=task_id, reason=f"agent {agent.name} deregistered")
     db.delete(agent)
     events.record(
         db,

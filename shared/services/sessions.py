@@ -125,14 +125,14 @@ def fail(db: Session, *, session_id: uuid.UUID, reason: str) -> WorkSession | No
 
 
 def _cancel_unfinished_tasks(db: Session, work_session: WorkSession, *, reason: str) -> None:
-    from shared.services import tasks  # tasks imports sessions for the fail cascade
+    from shared.services import task_lifecycle  # it imports sessions for the fail cascade
 
     unfinished = db.scalars(
         select(Task.id)
         .where(Task.session_id == work_session.id, Task.status.not_in(FINISHED_TASK_STATUSES))
         .order_by(Task.created_at)
     ).all()
-    tasks.cancel_many(db, task_ids=list(unfinished), reason=reason)
+    task_lifecycle.cancel_many(db, task_ids=list(unfinished), reason=reason)
 
 
 def _record_status_change(db: Session, work_session: WorkSession, previous) -> None:

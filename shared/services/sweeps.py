@@ -18,7 +18,7 @@ from shared import events
 from shared.enums import HELD_TASK_STATUSES, AgentStatus, TaskStatus
 from shared.models import Agent, Task
 from shared.models.types import utcnow
-from shared.services import tasks as task_service
+from shared.services import task_lifecycle
 from shared.services.common import settings_of
 
 log = logging.getLogger(__name__)
@@ -74,11 +74,11 @@ def _release_tasks_of(db: Session, agent_ids: list[uuid.UUID], *, reason: str) -
     ).all()
     max_attempts = settings_of(db).task_max_attempts
     in_bulk = [t for t in held if t.attempts + 1 < max_attempts and t.parent_id is None]
-    task_service.requeue_many(db, held=in_bulk, reason=reason)
+    task_lifecycle.requeue_many(db, held=in_bulk, reason=reason)
     bulk_ids = {t.id for t in in_bulk}
     for task in held:
         if task.id not in bulk_ids:
-            task_service.release(db, task_id=task.id, reason=reason, refresh_agent=False)
+            task_lifecycle.release(db, task_id=task.id, reason=reason, refresh_agent=False)
     return len(held)
 
 
@@ -110,7 +110,7 @@ def time_out_tasks(db: Session, *, limit: int = BATCH) -> int:
             reason = f"start timeout: not started within {start_timeout} seconds"
         else:
             reason = f"run timeout: no progress within {task.timeout_seconds} seconds"
-        task_service.fail(db, task_id=task.id, error=reason, retryable=True)
+        task_lifecycle.fail(db, task_id=task.id, error=reason, retryable=True)
     return len(overdue)
 
 

@@ -187,14 +187,14 @@ def test_bad_list_queries(client, query):
 
 
 def test_progress_counts_tasks_by_status(client, db):
-    from shared.services import tasks
+    from shared.services import task_lifecycle, tasks
 
     session_id = uuid.UUID(make_session(client)["id"])
     first = tasks.create(db, session_id=session_id, title="one")
     tasks.create(db, session_id=session_id, title="two", depends_on=[first.id])
     tasks.create(db, session_id=session_id, title="three")
     db.commit()
-    tasks.cancel(db, task_id=first.id)
+    task_lifecycle.cancel(db, task_id=first.id)
     db.commit()
     progress = client.get(f"/api/v1/sessions/{session_id}").json["progress"]
     assert progress["total"] == 3

@@ -5,8 +5,7 @@ import uuid
 
 from sqlalchemy import text
 
-from shared.services import assignment, sweeps
-from shared.services import tasks as task_service
+from shared.services import assignment, sweeps, task_lifecycle
 from tests.api.helpers import make_task, register, start_session
 
 
@@ -27,7 +26,7 @@ def test_expiry_releases_a_subtask_one_by_one(client, database):
     child = make_task(client, session["id"], parent_id=parent["id"])
     with database.transaction() as tx:
         assert len(assignment.assign_ready(tx)) == 1
-        task_service.start(tx, task_id=uuid.UUID(child["id"]))
+        task_lifecycle.start(tx, task_id=uuid.UUID(child["id"]))
     assert client.get(f"/api/v1/tasks/{parent['id']}").json["status"] == "IN_PROGRESS"
     _expire(database, agent["id"])
     released = client.get(f"/api/v1/tasks/{child['id']}").json

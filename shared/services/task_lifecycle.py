@@ -1,0 +1,351 @@
+"""The task lifecycle (CONTRACT section 4): start, progress, complete, fail, release,
+cancel, and the cascades that follow a task finishing (dependents released or cancelled,
+a parent following its subtasks, the session failing with a task).
+
+Lock order, everywhere: a task before its parent, tasks before agents, so concurrent
+requests and jobs wait for each other instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.orm import Session, aliased
+
+from shared import events, jobs
+from shared.enums import (
+    FINISHED_TASK_STATUSES,
+    HELD_TASK_STATUSES,
+    TaskStatus,
+)
+from shared.errors import Forbidden, InvalidTransition
+from shared.models import Task, TaskDependency
+from shared.models.types import utcnow
+from shared.services import agents as agent_service
+from shared.services import sessions as session_service
+from shared.services import tasks
+from shared.services.common import settings_of
+from shared.states import can_move_task, move_task
+from shared.unit_of_work import request_job
+
+
+def _check_actor(task: Task, agent_id: uuid.UUID | None) -> None:
+    if agent_id is not None and task.assigned_agent_id != agent_id:
+        raise Forbidden(f"Task {task.id} is not assigned to agent {agent_id}")
+
+
+def start(db: Session, *, task_id: uuid.UUID, agent_id: uuid.UUID | None = None) -> Task:
+    task = tasks.get_or_raise(db, task_id=task_id, lock=True)
+    if task.status != TaskStatus.ASSIGNED:
+        raise InvalidTransition(f"Cannot start a task that is {task.status}")
+    _check_actor(task, agent_id)
+    previous = move_task(task, TaskStatus.IN_PROGRESS, action="start")
+    now = utcnow()
+    task.started_at = now
+    task.deadline_at = now + timedelta(seconds=task.timeout_seconds)
+    _record_status(db, task, previous)
+    if task.parent_id:
+        follow_subtasks(db, tasks.get(db, task_id=task.parent_id, lock=True))
+    return task
+
+
+def report_progress(
+    db: Session,
+    *,
+    task_id: uuid.UUID,
+    progress: int,
+    message: str | None = None,
+    agent_id: uuid.UUID | None = None,
+) -> Task:
+    """An agent says it is still working: the run deadline moves on."""
+    task = tasks.get_or_raise(db, task_id=task_id, lock=True)
+    if task.status != TaskStatus.IN_PROGRESS:
+        raise InvalidTransition(f"Cannot report progress on a task that is {task.status}")
+    _check_actor(task, agent_id)
+    task.progress = progress
+    task.progress_message = message
+    task.deadline_at = utcnow() + timedelta(seconds=task.timeout_seconds)
+    return task
+
+
+def complete(
+    db: Session,
+    *,
+    task_id: uuid.UUID,
+    result: dict[str, Any] | None = None,
+    agent_id: uuid.UUID | None = None,
+) -> Task:
+    task = tasks.get_or_raise(db, task_id=task_id, lock=True)
+    if task.status != TaskStatus.IN_PROGRESS or task.has_subtasks:
+        raise InvalidTransition(f"Cannot complete a task that is {task.status}")
+    _check_actor(task, agent_id)
+    holder = task.assigned_agent_id
+    previous = move_task(task, TaskStatus.COMPLETED, action="complete")
+    task.result = result
+    task.progress = 100
+    _finish(db, task, previous)
+    agent_service.refresh_statuses(db, agent_ids=[holder] if holder else [])
+    return task
+
+
+def fail(
+    db: Session,
+    *,
+    task_id: uuid.UUID,
+    error: str,
+    retryable: bool = True,
+    agent_id: uuid.UUID | None = None,
+) -> Task:
+    task = tasks.get_or_raise(db, task_id=task_id, lock=True)
+    if task.status not in HELD_TASK_STATUSES:
+        raise InvalidTransition(f"Cannot fail a task that is {task.status}")
+    _check_actor(task, agent_id)
+    holder = task.assigned_agent_id
+    _fail_held(db, task, error=error, retryable=retryable)
+    agent_service.refresh_statuses(db, agent_ids=[holder] if holder else [])
+    return task
+
+
+def release(
+    db: Session, *, task_id: uuid.UUID, reason: str, refresh_agent: bool = True
+) -> Task | None:
+    """Take a held task back from its agent (agent gone, expired or stuck): an attempt is
+    counted and the task is offered again, or fails for good when attempts are spent."""
+    task = tasks.get(db, task_id=task_id, lock=True)
+    if task is None or task.status not in HELD_TASK_STATUSES:
+        return task
+    holder = task.assigned_agent_id
+    _fail_held(db, task, error=reason, retryable=True)
+    if refresh_agent and holder:
+        agent_service.refresh_statuses(db, agent_ids=[holder])
+    return task
+
+
+def requeue_many(db: Session, *, held: list, reason: str) -> None:
+    """Bulk `release` for the expiry sweep: held tasks (rows with id, status, session_id,
+    assigned_agent_id, already locked) that have attempts left and no parent go back to
+    PENDING in one statement. Tasks that would fail for good, or whose parent follows
+    them, take the per-task path (`release`)."""
+    if not held:
+        return
+    for row in held:
+        if not can_move_task(TaskStatus(row.status), TaskStatus.PENDING):
+            raise InvalidTransition(f"Cannot release a task that is {row.status}")
+    db.execute(
+        update(Task)
+        .where(Task.id.in_([row.id for row in held]))
+        .values(
+            status=TaskStatus.PENDING,
+            attempts=Task.attempts + 1,
+            error=reason,
+            assigned_agent_id=None,
+            assigned_at=None,
+            started_at=None,
+            deadline_at=None,
+            progress=0,
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    events.record_many(
+        db,
+        [
+            (
+                events.TASK_STATUS_CHANGED,
+                {
+                    "task_id": row.id,
+                    "session_id": row.session_id,
+                    "status": TaskStatus.PENDING,
+                    "previous_status": row.status,
+                    "agent_id": None,
+                },
+            )
+            for row in held
+        ],
+    )
+    request_job(db, jobs.ASSIGN_READY_TASKS)
+
+
+def _fail_held(db: Session, task: Task, *, error: str, retryable: bool) -> None:
+    task.attempts += 1
+    task.error = error
+    if retryable and task.attempts < settings_of(db).task_max_attempts:
+        previous = move_task(task, TaskStatus.PENDING, action="retry")
+        _clear_hold(task)
+        task.progress = 0
+        _record_status(db, task, previous)
+        request_job(db, jobs.ASSIGN_READY_TASKS)
+        if task.parent_id:
+            follow_subtasks(db, tasks.get(db, task_id=task.parent_id, lock=True))
+    else:
+        previous = move_task(task, TaskStatus.FAILED, action="fail")
+        _finish(db, task, previous)
+
+
+def cancel(db: Session, *, task_id: uuid.UUID, reason: str = "cancelled") -> Task:
+    task = tasks.get_or_raise(db, task_id=task_id, lock=True)
+    if task.status in FINISHED_TASK_STATUSES:
+        raise InvalidTransition(f"Cannot cancel a task that is {task.status}")
+    cancel_many(db, task_ids=[task.id], reason=reason)
+    return task
+
+
+def cancel_many(db: Session, *, task_ids: list[uuid.UUID], reason: str) -> None:
+    """Cancel unfinished tasks, their subtasks and the tasks waiting on them, and free
+    the agents that held them."""
+    holders: set[uuid.UUID] = set()
+    queue = list(task_ids)
+    while queue:
+        task = tasks.get(db, task_id=queue.pop(0), lock=True)
+        if task is None or task.status in FINISHED_TASK_STATUSES:
+            continue
+        if task.assigned_agent_id and task.status in HELD_TASK_STATUSES:
+            holders.add(task.assigned_agent_id)
+        previous = move_task(task, TaskStatus.CANCELLED, action="cancel")
+        task.error = task.error or reason
+        _finish(db, task, previous)
+        queue.extend(tasks.subtasks_of(db, task_id=task.id))
+    agent_service.refresh_statuses(db, agent_ids=holders)
+
+
+def _clear_hold(task: Task) -> None:
+    task.assigned_agent_id = None
+    task.assigned_at = None
+    task.started_at = None
+    task.deadline_at = None
+
+
+def _finish(db: Session, task: Task, previous: TaskStatus) -> None:
+    """Everything that follows a task reaching COMPLETED, FAILED or CANCELLED."""
+    task.completed_at = utcnow()
+    task.deadline_at = None
+    _record_status(db, task, previous)
+    if task.status == TaskStatus.COMPLETED:
+        _release_dependents(db, task)
+    elif task.status == TaskStatus.CANCELLED:
+        _cancel_dependents(db, task)
+    if task.parent_id:
+        follow_subtasks(db, tasks.get(db, task_id=task.parent_id, lock=True))
+    if task.status == TaskStatus.FAILED:
+        session_service.fail(
+            db, session_id=task.session_id, reason=f"Task {task.title!r} failed: {task.error}"
+        )
+
+
+def _dependents(db: Session, task_id: uuid.UUID, status: TaskStatus) -> list[Task]:
+    return list(
+        db.scalars(
+            select(Task)
+            .join(TaskDependency, TaskDependency.task_id == Task.id)
+            .where(TaskDependency.depends_on_id == task_id, Task.status == status)
+            .order_by(Task.id)
+            .with_for_update(of=Task)
+        )
+    )
+
+
+def _release_dependents(db: Session, task: Task) -> None:
+    # Lock the waiting tasks first, then look at their dependencies in a new statement:
+    # of two dependencies completing at once, the second to lock sees the first's commit.
+    waiting = _dependents(db, task.id, TaskStatus.BLOCKED)
+    if not waiting:
+        return
+    dep = aliased(Task)
+    unfinished = set(
+        db.scalars(
+            select(TaskDependency.task_id)
+            .join(dep, dep.id == TaskDependency.depends_on_id)
+            .where(
+                TaskDependency.task_id.in_([t.id for t in waiting]),
+                dep.status != TaskStatus.COMPLETED,
+            )
+        )
+    )
+    for dependent in waiting:
+        if dependent.id not in unfinished:
+            previous = move_task(dependent, TaskStatus.PENDING, action="release")
+            _record_status(db, dependent, previous)
+            request_job(db, jobs.ASSIGN_READY_TASKS)
+
+
+def _cancel_dependents(db: Session, task: Task) -> None:
+    waiting = _dependents(db, task.id, TaskStatus.BLOCKED)
+    if waiting:
+        cancel_many(
+            db, task_ids=[t.id for t in waiting], reason=f"dependency {task.id} was cancelled"
+        )
+
+
+def release_ready_dependents(db: Session) -> int:
+    """Sweep: BLOCKED tasks whose dependencies all completed (a lost release)."""
+    dep = aliased(Task)
+    stuck = db.scalars(
+        select(Task)
+        .where(
+            Task.status == TaskStatus.BLOCKED,
+            ~exists(
+                select(TaskDependency.task_id)
+                .join(dep, dep.id == TaskDependency.depends_on_id)
+                .where(TaskDependency.task_id == Task.id, dep.status != TaskStatus.COMPLETED)
+            ),
+        )
+        .with_for_update(of=Task, skip_locked=True)
+    ).all()
+    for task in stuck:
+        previous = move_task(task, TaskStatus.PENDING, action="release")
+        _record_status(db, task, previous)
+        request_job(db, jobs.ASSIGN_READY_TASKS)
+    return len(stuck)
+
+
+def follow_subtasks(db: Session, parent: Task | None) -> None:
+    """A task with subtasks takes its status from them."""
+    if parent is None or not parent.has_subtasks or parent.status in FINISHED_TASK_STATUSES:
+        return
+    counts = dict(
+        db.execute(
+            select(Task.status, func.count())
+            .where(Task.parent_id == parent.id)
+            .group_by(Task.status)
+        )
+        .tuples()
+        .all()
+    )
+    if not counts:
+        return
+    unfinished = sum(n for s, n in counts.items() if s not in FINISHED_TASK_STATUSES)
+    if counts.get(TaskStatus.FAILED):
+        target = TaskStatus.FAILED
+    elif unfinished == 0:
+        target = TaskStatus.COMPLETED if counts.get(TaskStatus.COMPLETED) else TaskStatus.CANCELLED
+    elif counts.get(TaskStatus.IN_PROGRESS) or counts.get(TaskStatus.COMPLETED):
+        target = TaskStatus.IN_PROGRESS
+    else:
+        target = TaskStatus.PENDING
+    if target == parent.status:
+        return
+    previous = move_task(parent, target)
+    if target == TaskStatus.IN_PROGRESS and parent.started_at is None:
+        parent.started_at = utcnow()
+    if target == TaskStatus.FAILED:
+        parent.error = "a subtask failed"
+    if target in FINISHED_TASK_STATUSES:
+        _finish(db, parent, previous)
+    else:
+        _record_status(db, parent, previous)
+
+
+def _record_status(db: Session, task: Task, previous: TaskStatus) -> None:
+    task.updated_at = utcnow()
+    events.record(
+        db,
+        events.TASK_STATUS_CHANGED,
+        task_id=task.id,
+        session_id=task.session_id,
+        status=task.status,
+        previous_status=previous,
+        agent_id=task.assigned_agent_id,
+    )
