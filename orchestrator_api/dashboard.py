@@ -1,9 +1,10 @@
 """The dashboard: one server-rendered page at /dashboard (and / redirects to it).
 
-The page is a shell; `static/dashboard/dashboard.js` reads the API over HTTP and follows
-the WebSocket streams, with the same token (kept in the browser's sessionStorage). No
-build step and nothing from a CDN: the page works offline. Outside /api/v1, so neither
-authentication nor the rate limit applies to the page itself; its API calls have both.
+The page is a shell; the JavaScript modules under `static/dashboard/` (entry `main.js`)
+read the API over HTTP and follow the WebSocket streams, with the same token (kept in
+the browser's sessionStorage). No build step and nothing from a CDN: the page works
+offline. Outside /api/v1, so neither authentication nor the rate limit applies to the
+page itself; its API calls have both.
 """
 
 from __future__ import annotations

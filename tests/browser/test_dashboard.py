@@ -36,7 +36,7 @@ def test_the_page_is_served_whole_without_a_cdn(live):
     assert "X-RateLimit-Limit" not in shell.headers  # the page is not rate limited
     assets = re.findall(r'(?:src|href)="([^"#]+)"', shell.text)
     local = [url for url in assets if url.startswith("/")]
-    assert {"/static/dashboard/dashboard.js", "/static/dashboard/dashboard.css"} <= {
+    assert {"/static/dashboard/main.js", "/static/dashboard/dashboard.css"} <= {
         url.split("?")[0] for url in local
     }
     # the only absolute URL is the Flower link (rewritten to this host by the script)
@@ -44,6 +44,17 @@ def test_the_page_is_served_whole_without_a_cdn(live):
     for url in local:
         asset = requests.get(f"{live}{url}", timeout=10)
         assert asset.status_code == 200 and asset.content
+    # the script's modules, each served from here too
+    seen, waiting = set(), ["main.js"]
+    while waiting:
+        name = waiting.pop()
+        module = requests.get(f"{live}/static/dashboard/{name}", timeout=10)
+        assert module.status_code == 200, name
+        assert "javascript" in module.headers["Content-Type"]
+        seen.add(name)
+        imported = re.findall(r'^import .* from "\./([\w.]+)";$', module.text, re.M)
+        waiting += [n for n in imported if n not in seen]
+    assert len(seen) >= 5
 
 
 def test_create_a_session_and_watch_its_task_complete_live(live, page, api):

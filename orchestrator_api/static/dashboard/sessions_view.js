@@ -1,0 +1,173 @@
+/* Dashboard: the sessions list (filters, paging, progress, actions), live from
+ * /ws/sessions. */
+
+import { go, query } from "./app.js";
+import { api } from "./http.js";
+import { LiveView, actionButtons, labelActions, progressBar } from "./live_view.js";
+import { $, PAGE_SIZE, badge, el, plural, say, when } from "./util.js";
+
+export class SessionsView extends LiveView {
+  constructor() {
+    super($("#sessions-view"));
+    this.items = [];
+    this.total = 0;
+    this.page = 1;
+    this.status = "";
+    this.rows = new Map();
+    $("#status-filter").addEventListener("change", (event) => {
+      go(`#/sessions${query({ status: event.target.value })}`);
+    });
+    $("#prev-page").addEventListener("click", () => this.goPage(this.page - 1));
+    $("#next-page").addEventListener("click", () => this.goPage(this.page + 1));
+    $("#session-form").addEventListener("submit", (event) => this.create(event));
+  }
+
+  goPage(page) {
+    go(`#/sessions${query({ status: this.status, page: page > 1 ? page : "" })}`);
+  }
+
+  enter(params) {
+    this.show();
+    this.setParams(params);
+    this.render();
+    this.follow("/ws/sessions");
+  }
+
+  update(params) {
+    this.setParams(params);
+    this.load();
+  }
+
+  setParams(params) {
+    this.page = Math.max(1, parseInt(params.get("page") || "1", 10) || 1);
+    this.status = params.get("status") || "";
+    $("#status-filter").value = this.status;
+  }
+
+  fetch() {
+    const params = { page: this.page, page_size: PAGE_SIZE };
+    if (this.status) params.status = this.status;
+    return api("GET", `/api/v1/sessions?${new URLSearchParams(params)}`);
+  }
+
+  snapshot(data) {
+    this.items = data.items;
+    this.total = data.total;
+    this.hasMore = data.has_more;
+  }
+
+  apply(message) {
+    const p = message.payload || {};
+    const onPage = this.items.find((s) => s.id === p.session_id);
+    if (message.type === "session.created") {
+      if (!this.status || this.status === p.status) this.refresh(); // pages shift by one
+    } else if (message.type === "session.status_changed") {
+      if (onPage) onPage.status = p.status;
+      // the row's other fields (progress after a cancel) and the filter's membership
+      if (onPage || (this.status && p.status === this.status)) this.refresh();
+    } else if (message.type.startsWith("task.") && onPage) {
+      this.refresh(); // progress counts come from the server: events hold no counts
+    }
+  }
+
+  render() {
+    const tbody = $("#sessions-body");
+    const seen = new Set();
+    let previous = null;
+    for (const session of this.items) {
+      seen.add(session.id);
+      let row = this.rows.get(session.id);
+      if (!row) {
+        row = this.makeRow(session.id);
+        this.rows.set(session.id, row);
+      }
+      this.fillRow(row, session);
+      const want = previous ? previous.nextSibling : tbody.firstChild;
+      if (want !== row) tbody.insertBefore(row, want);
+      previous = row;
+    }
+    for (const [id, row] of this.rows) {
+      if (!seen.has(id)) {
+        row.remove();
+        this.rows.delete(id);
+      }
+    }
+    $("#sessions-empty").hidden = this.items.length > 0 || this.stale;
+    const pages = Math.max(1, Math.ceil(this.total / PAGE_SIZE));
+    $("#page-info").textContent =
+      `Page ${this.page} of ${pages} · ${plural(this.total, "session", "sessions")}`;
+    $("#prev-page").disabled = this.page <= 1;
+    $("#next-page").disabled = !this.hasMore;
+  }
+
+  makeRow(id) {
+    const row = el("tr", { dataset: { sessionId: id } });
+    const get = () => this.items.find((s) => s.id === id);
+    const actions = actionButtons(get, (updated) => {
+      const index = this.items.findIndex((s) => s.id === updated.id);
+      if (index >= 0) this.items[index] = updated;
+      this.render();
+      if (this.status) this.refresh();
+    });
+    row.append(
+      el("th", { scope: "row", class: "title-cell" }, el("a", {}), el("span", { class: "sub" })),
+      el("td", { class: "status-cell" }),
+      el("td", { class: "priority-cell" }),
+      el("td", { class: "progress-cell" }),
+      el("td", { class: "created-cell" }),
+      el("td", { class: "actions-cell" }, actions),
+    );
+    return row;
+  }
+
+  fillRow(row, session) {
+    const cells = row.children;
+    const link = cells[0].firstChild;
+    link.href = `#/sessions/${session.id}`;
+    link.textContent = session.title;
+    cells[0].lastChild.textContent = session.type;
+    const key = JSON.stringify([session.status, session.priority, session.progress,
+      session.created_at, session.title]);
+    if (row.dataset.key === key) return;
+    row.dataset.key = key;
+    row.dataset.status = session.status;
+    cells[1].replaceChildren(badge(session.status));
+    cells[2].replaceChildren(el("span", { class: "priority", dataset: { priority:
+      session.priority }, text: session.priority }));
+    cells[3].replaceChildren(progressBar(session.progress));
+    cells[4].textContent = when(session.created_at);
+    labelActions(cells[5].firstChild, session.title);
+  }
+
+  async create(event) {
+    event.preventDefault();
+    const form = event.target;
+    const title = form.title.value.trim();
+    if (!title) {
+      say("A session needs a title.", "error");
+      form.title.focus();
+      return;
+    }
+    const submit = form.querySelector("button[type=submit]");
+    submit.disabled = true;
+    try {
+      let session = await api("POST", "/api/v1/sessions", {
+        title,
+        type: form.type.value,
+        priority: form.priority.value,
+      });
+      if (form.start.checked) {
+        session = await api("POST", `/api/v1/sessions/${session.id}/start`);
+      }
+      form.title.value = "";
+      say(`Session “${session.title}” created.`, "success");
+      this.refresh();
+    } catch (error) {
+      if (error.status !== 401) say(`Could not create the session: ${error.message}`, "error");
+    } finally {
+      submit.disabled = false;
+    }
+  }
+}
+
+/* ---------- Session detail view: the task graph ---------- */
