@@ -14,7 +14,6 @@ from flask_smorest import Api
 
 from orchestrator_api import auth, database, errors, idempotency, limits, request_log
 from orchestrator_api.jobs import make_job_sender
-from orchestrator_api.resources.agents import write_heartbeats
 from orchestrator_api.schemas.common import ErrorSchema
 from shared import __version__
 from shared.config import Settings, load_settings_or_exit
@@ -64,6 +63,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
     )
     app.json.sort_keys = False
+    from orchestrator_api.resources.agents import write_heartbeats
+
     job_sender = make_job_sender(settings)
     database_ = Database(settings, job_sender=job_sender)
     app.extensions["orchestrator"] = Extensions(

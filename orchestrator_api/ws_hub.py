@@ -44,7 +44,7 @@ class Hub:
         self.system_subscriptions: set[Subscription] = set()
         self.lock = threading.Lock()
         self.framing = FrameProtocol(client=False, extensions=[])  # the reader's thread only
-        self.batch: list[tuple[dict, int, bytes]] = []  # read, not yet written
+        self.batch: list[tuple[dict, int, str]] = []  # read, not yet written
         self.fanned_out_at = 0.0
         self.last_seq = relay.latest_seq(ext.database)
         self.health: dict | None = None
@@ -70,20 +70,20 @@ class Hub:
         return len(self.subscriptions) + len(self.system_subscriptions)
 
     def _dispatch(self, message: dict, raw: str | None = None) -> None:
-        frame = self.framing.send_data(raw or json.dumps(message), fin=True)
-        self.batch.append((message, int(message["id"]), frame))
+        self.batch.append((message, int(message["id"]), raw or json.dumps(message)))
 
     def _fan_out(self) -> None:
         """Write the batch read since the last time: one write per socket that wants any."""
         batch, self.batch = self.batch, []
         self.fanned_out_at = time.monotonic()
-        if not batch:
-            return
         with self.lock:
             targets = list(self.subscriptions)
+        if not batch or not targets:
+            return  # no socket here: nothing to frame
+        framed = [(m, seq, self.framing.send_data(raw, fin=True)) for m, seq, raw in batch]
         for subscription in targets:
             wants = subscription.wants
-            frames = [(seq, frame) for message, seq, frame in batch if wants(message)]
+            frames = [(seq, frame) for message, seq, frame in framed if wants(message)]
             if frames:
                 subscription.deliver(frames)
 
