@@ -46,11 +46,17 @@ def test_worker_metrics_sum_its_pool_processes(settings, spare_redis_url, client
 
         wait_for(scrape, timeout=30)
         sender.send_task(jobs.EXPIRE_HEARTBEATS, headers={"request_id": "req-from-test"})
+        key = ("orchestrator_jobs_total", jobs.EXPIRE_HEARTBEATS, "SUCCESS")
+        # the job counts its expiries as it runs, and is counted itself once it returned
         samples = wait_for(
-            lambda: (s := scrape()) and s["orchestrator_heartbeat_expiries_total",] == 1 and s,
+            lambda: (
+                (s := scrape())
+                and s["orchestrator_heartbeat_expiries_total",] == 1
+                and key in s
+                and s
+            ),
             timeout=30,
         )
-        key = ("orchestrator_jobs_total", jobs.EXPIRE_HEARTBEATS, "SUCCESS")
         assert samples[key] == 1
         time.sleep(0.5)  # the log line is flushed by the child
         lines = [json.loads(x) for x in output(worker).splitlines() if x.startswith("{")]
