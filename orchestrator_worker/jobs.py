@@ -16,7 +16,14 @@ from celery import shared_task
 
 from orchestrator_worker import runtime
 from shared import jobs, metrics, relay
-from shared.services import assignment, decomposition, idempotency, sweeps, task_lifecycle
+from shared.services import (
+    assignment,
+    decomposition,
+    idempotency,
+    settle,
+    sweeps,
+    task_lifecycle,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +31,8 @@ JOB_OPTIONS = {"acks_late": True, "ignore_result": True}
 REPAIRS = (
     "timed_out_tasks",
     "released_dependents",
+    "cancelled_orphaned_dependents",
+    "settled_sessions",
     "released_from_offline_agents",
     "finished_decompositions",
     "expired_idempotency_keys",
@@ -67,6 +76,22 @@ def decompose_task(task_id: str) -> int:
     return len(created)
 
 
+@shared_task(name=jobs.SETTLE_SESSION, **JOB_OPTIONS)
+def settle_session(session_id: str) -> int:
+    """Cancel a finished session's unfinished tasks, a bounded batch per transaction.
+    Stops when a batch finds nothing it can lock: the reconcile sweep takes what other
+    transactions held."""
+    total = 0
+    while True:
+        with runtime.database().transaction() as db:
+            cancelled = settle.cancel_session_tasks(db, session_id=uuid.UUID(session_id))
+        total += cancelled
+        if cancelled < settle.BATCH:
+            break
+    log.info("cancelled %d tasks of finished session %s", total, session_id)
+    return total
+
+
 @shared_task(name=jobs.EXPIRE_HEARTBEATS, **JOB_OPTIONS)
 def expire_heartbeats() -> int:
     total = 0
@@ -98,6 +123,8 @@ def reconcile() -> dict:
     with runtime.database().transaction() as db:
         repaired = {
             "released_dependents": task_lifecycle.release_ready_dependents(db),
+            "cancelled_orphaned_dependents": settle.cancel_orphaned_dependents(db),
+            "settled_sessions": settle.settle_finished_sessions(db),
             "released_from_offline_agents": sweeps.release_tasks_of_offline_agents(db),
             "finished_decompositions": sweeps.finish_lost_decompositions(db),
             "expired_idempotency_keys": idempotency.prune(db),

@@ -64,6 +64,12 @@ def can_move_task(current: TaskStatus, target: TaskStatus) -> bool:
     return target in TASK_TRANSITIONS[current]
 
 
+def task_statuses_moving_to(target: TaskStatus) -> frozenset[TaskStatus]:
+    """The statuses a task may leave for `target`: the `WHERE status IN ...` of the bulk
+    moves, so that SQL and the table above cannot disagree."""
+    return frozenset(s for s, targets in TASK_TRANSITIONS.items() if target in targets)
+
+
 def move_task(task: _HasStatus, target: TaskStatus, *, action: str | None = None) -> TaskStatus:
     """Move a task to `target`; returns the previous status."""
     previous = TaskStatus(task.status)

@@ -8,10 +8,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shared import events, jobs
-from shared.enums import FINISHED_TASK_STATUSES, Priority, SessionStatus, SessionType, TaskStatus
+from shared.enums import Priority, SessionStatus, SessionType, TaskStatus
 from shared.errors import SessionNotFound
 from shared.models import Task, WorkSession
 from shared.models.types import utcnow
+from shared.services import settle
 from shared.services.common import Page, paginate
 from shared.states import move_session
 from shared.unit_of_work import request_job
@@ -40,15 +41,23 @@ def create(
     return work_session
 
 
-def get(db: Session, *, session_id: uuid.UUID, lock: bool = False) -> WorkSession | None:
+def get(
+    db: Session, *, session_id: uuid.UUID, lock: bool = False, share: bool = False
+) -> WorkSession | None:
+    """`lock` takes the row for a move; `share` keeps it from moving until the commit
+    (task creation: a session cannot finish while a task is being added to it)."""
     query = select(WorkSession).where(WorkSession.id == session_id)
     if lock:
         query = query.with_for_update()
+    elif share:
+        query = query.with_for_update(read=True)
     return db.scalar(query)
 
 
-def get_or_raise(db: Session, *, session_id: uuid.UUID, lock: bool = False) -> WorkSession:
-    work_session = get(db, session_id=session_id, lock=lock)
+def get_or_raise(
+    db: Session, *, session_id: uuid.UUID, lock: bool = False, share: bool = False
+) -> WorkSession:
+    work_session = get(db, session_id=session_id, lock=lock, share=share)
     if work_session is None:
         raise SessionNotFound(f"Session with ID {session_id} not found")
     return work_session
@@ -101,7 +110,7 @@ def apply_action(db: Session, *, session_id: uuid.UUID, action: str) -> WorkSess
         request_job(db, jobs.ASSIGN_READY_TASKS)
     if work_session.status in (SessionStatus.COMPLETED, SessionStatus.CANCELLED):
         work_session.completed_at = now
-        _cancel_unfinished_tasks(db, work_session, reason=f"session {action}d")
+        settle.settle_session(db, session_id=work_session.id)
     work_session.updated_at = now
     _record_status_change(db, work_session, previous)
     return work_session
@@ -119,20 +128,9 @@ def fail(db: Session, *, session_id: uuid.UUID, reason: str) -> WorkSession | No
     previous = move_session(work_session, "fail")
     work_session.error = reason
     work_session.completed_at = utcnow()
-    _cancel_unfinished_tasks(db, work_session, reason="session failed")
+    settle.settle_session(db, session_id=work_session.id)
     _record_status_change(db, work_session, previous)
     return work_session
-
-
-def _cancel_unfinished_tasks(db: Session, work_session: WorkSession, *, reason: str) -> None:
-    from shared.services import task_lifecycle  # it imports sessions for the fail cascade
-
-    unfinished = db.scalars(
-        select(Task.id)
-        .where(Task.session_id == work_session.id, Task.status.not_in(FINISHED_TASK_STATUSES))
-        .order_by(Task.created_at)
-    ).all()
-    task_lifecycle.cancel_many(db, task_ids=list(unfinished), reason=reason)
 
 
 def _record_status_change(db: Session, work_session: WorkSession, previous) -> None:

@@ -2,8 +2,9 @@
 cancel, and the cascades that follow a task finishing (dependents released or cancelled,
 a parent following its subtasks, the session failing with a task).
 
-Lock order, everywhere: a task before its parent, tasks before agents, so concurrent
-requests and jobs wait for each other instead of deadlocking.
+Lock order, everywhere: a task before its parent, tasks before their session, tasks
+before agents, so concurrent requests and jobs wait for each other instead of
+deadlocking (tasks.py).
 """
 
 from __future__ import annotations
@@ -225,7 +226,7 @@ def _finish(db: Session, task: Task, previous: TaskStatus) -> None:
     _record_status(db, task, previous)
     if task.status == TaskStatus.COMPLETED:
         _release_dependents(db, task)
-    elif task.status == TaskStatus.CANCELLED:
+    else:
         _cancel_dependents(db, task)
     if task.parent_id:
         follow_subtasks(db, tasks.get(db, task_id=task.parent_id, lock=True))
@@ -271,11 +272,20 @@ def _release_dependents(db: Session, task: Task) -> None:
             request_job(db, jobs.ASSIGN_READY_TASKS)
 
 
+def dependency_reason(dependency_id: uuid.UUID, status: TaskStatus) -> str:
+    what = "failed" if status == TaskStatus.FAILED else "was cancelled"
+    return f"dependency {dependency_id} {what}"
+
+
 def _cancel_dependents(db: Session, task: Task) -> None:
+    """A task that failed for good or was cancelled will never complete: the tasks
+    waiting on it can never run, so they are cancelled, and so on down the chain."""
     waiting = _dependents(db, task.id, TaskStatus.BLOCKED)
     if waiting:
         cancel_many(
-            db, task_ids=[t.id for t in waiting], reason=f"dependency {task.id} was cancelled"
+            db,
+            task_ids=[t.id for t in waiting],
+            reason=dependency_reason(task.id, TaskStatus(task.status)),
         )
 
 

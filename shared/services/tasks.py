@@ -1,8 +1,10 @@
 """Tasks: creation with dependencies, and reading them (CONTRACT section 4). What happens
 to a task afterwards, and the cascades that follow, are in task_lifecycle.py.
 
-Lock order, everywhere: a task before its parent, tasks before agents, so concurrent
-requests and jobs wait for each other instead of deadlocking.
+Lock order, everywhere: a task before its parent, tasks before their session, tasks
+before agents, so concurrent requests and jobs wait for each other instead of
+deadlocking. (A session's finishing move locks the session first, and so takes its
+tasks only with SKIP LOCKED: shared/services/settle.py.)
 """
 
 from __future__ import annotations
@@ -44,15 +46,23 @@ def create(
     timeout_seconds: int | None = None,
     template_step: str | None = None,
 ) -> Task:
-    work_session = session_service.get_or_raise(db, session_id=session_id)
-    if work_session.status in FINISHED_SESSION_STATUSES:
-        raise InvalidTransition(f"Cannot add a task to a session that is {work_session.status}")
     depends_on = list(depends_on or [])
+    if depends_on or parent_id:
+        # An unknown session is a 404 before anything is said of the other ids.
+        session_service.get_or_raise(db, session_id=session_id)
     if len(set(depends_on)) != len(depends_on):
         raise ValidationError("Invalid input", details={"depends_on": ["Contains repeats."]})
+    # Tasks before their session (the lock order of this module): the dependencies can't
+    # move, the parent is ours, then the session can't finish until this commits. A
+    # cancel or completion that got there first is seen here; one that comes after sees
+    # this task and cancels it with the rest.
+    dependencies = _lock_dependencies(db, depends_on)
     parent = _lock_parent(db, parent_id=parent_id, session_id=session_id) if parent_id else None
-    dependencies = _check_dependencies(db, depends_on, session_id=session_id, parent=parent)
-    waiting = any(d.status != TaskStatus.COMPLETED for d in dependencies)
+    _check_dependencies(db, depends_on, dependencies, session_id=session_id, parent=parent)
+    work_session = session_service.get_or_raise(db, session_id=session_id, share=True)
+    if work_session.status in FINISHED_SESSION_STATUSES:
+        raise InvalidTransition(f"Cannot add a task to a session that is {work_session.status}")
+    waiting = any(d.status != TaskStatus.COMPLETED for d in dependencies.values())
     task = Task(
         id=uuid.uuid4(),
         session_id=session_id,
@@ -105,12 +115,25 @@ def _lock_parent(db: Session, *, parent_id: uuid.UUID, session_id: uuid.UUID) ->
     return parent
 
 
-def _check_dependencies(
-    db: Session, depends_on: list[uuid.UUID], *, session_id: uuid.UUID, parent: Task | None
-) -> list[Task]:
+def _lock_dependencies(db: Session, depends_on: list[uuid.UUID]) -> dict[uuid.UUID, Task]:
+    """Share locks, in id order: a dependency can't finish (and miss the new task among
+    its dependents) until this transaction commits; concurrent creations don't wait."""
     if not depends_on:
-        return []
-    found = {t.id: t for t in db.scalars(select(Task).where(Task.id.in_(depends_on)))}
+        return {}
+    query = select(Task).where(Task.id.in_(depends_on)).order_by(Task.id)
+    return {t.id: t for t in db.scalars(query.with_for_update(read=True))}
+
+
+def _check_dependencies(
+    db: Session,
+    depends_on: list[uuid.UUID],
+    found: dict[uuid.UUID, Task],
+    *,
+    session_id: uuid.UUID,
+    parent: Task | None,
+) -> None:
+    if not depends_on:
+        return
     problems = []
     for dep_id in depends_on:
         dep = found.get(dep_id)
@@ -127,7 +150,6 @@ def _check_dependencies(
         ancestor = db.get(Task, ancestor.parent_id) if ancestor.parent_id else None
     if problems:
         raise ValidationError("Invalid dependencies", details={"depends_on": problems})
-    return list(found.values())
 
 
 def get(db: Session, *, task_id: uuid.UUID, lock: bool = False) -> Task | None:
