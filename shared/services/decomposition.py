@@ -10,9 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared import events, jobs
-from shared.enums import DecompositionTemplate, TaskStatus
+from shared.enums import FINISHED_SESSION_STATUSES, DecompositionTemplate, TaskStatus
 from shared.errors import Conflict
-from shared.models import Task
+from shared.models import Task, WorkSession
 from shared.models.types import utcnow
 from shared.services import tasks as task_service
 from shared.services.common import settings_of
@@ -44,7 +44,10 @@ def run(db: Session, *, task_id: uuid.UUID) -> list[uuid.UUID]:
         return []
     if parent.decomposed_at is not None or parent.decomposition_template is None:
         return []
-    if parent.status != TaskStatus.PENDING:
+    session_status = db.scalar(
+        select(WorkSession.status).where(WorkSession.id == parent.session_id)
+    )
+    if parent.status != TaskStatus.PENDING or session_status in FINISHED_SESSION_STATUSES:
         log.info("decomposition skipped: task %s is %s", task_id, parent.status)
         parent.decomposed_at = utcnow()
         return []
