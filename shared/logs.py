@@ -129,6 +129,38 @@ def _with_context(factory):
     return make_record
 
 
+# Jobs that beat sends on a schedule: Celery's own lines about them ("Sending due task",
+# "Task ... received", "Task ... succeeded") are routine, so they are DEBUG, and an idle
+# stack's INFO log stays quiet. What a job finds to do, it logs itself.
+ROUTINE_JOBS = (
+    "orchestrator.publish_events",
+    "orchestrator.assign_ready_tasks",
+    "orchestrator.expire_heartbeats",
+    "orchestrator.time_out_tasks",
+    "orchestrator.reconcile",
+)
+_CELERY_CHATTER = ("celery.beat", "celery.app.trace", "celery.worker.strategy")
+
+
+class RoutineJobsAtDebug(logging.Filter):
+    """Celery's INFO lines about a routine job become DEBUG lines (dropped below DEBUG)."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not record.name.startswith(_CELERY_CHATTER):
+            return True
+        message = record.getMessage()
+        if not any(job in message for job in ROUTINE_JOBS):
+            return True
+        if self.level > logging.DEBUG:
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
 def configure_logging(settings: Settings, level: int | str | None = None) -> logging.Handler:
     """JSON lines at LOG_LEVEL (or `level`) on the root logger. Safe to call again: the
     handler it installed before is replaced, other handlers (a test's) are left alone."""
@@ -142,6 +174,7 @@ def configure_logging(settings: Settings, level: int | str | None = None) -> log
     handler = _StderrHandler()
     handler.orchestrator = True
     handler.setLevel(level)
+    handler.addFilter(RoutineJobsAtDebug(level))
     handler.setFormatter(JsonFormatter(secrets=(settings.api_secret_key, DEVELOPMENT_SECRET_KEY)))
     root.addHandler(handler)
     root.setLevel(level)

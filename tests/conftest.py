@@ -30,23 +30,52 @@ TABLES = "idempotency_keys, outbox_events, task_dependencies, tasks, agents, ses
 
 
 CLAIM_KEY = "orchestrator-test-run"
+CLAIM_SECONDS = 3 * 3600
 
 
-def _claim_redis_db() -> int:
-    """A Redis db index no other test run on this machine is using (runs claim one)."""
-    if "TEST_REDIS_DB" in os.environ:
-        return int(os.environ["TEST_REDIS_DB"])
-    for index in range(1, 16):
-        client = redis_lib.Redis(host="127.0.0.1", port=6379, db=index)
-        if client.set(CLAIM_KEY, os.getpid(), nx=True, ex=3 * 3600):
+class RedisIndexBusy(RuntimeError):
+    pass
+
+
+def claim_redis_db(*, use_env: bool = True, host: str = "127.0.0.1", port: int = 6379) -> int:
+    """A Redis db index (1-15) that was empty when this run claimed it. An index holding
+    any key is someone's data (another stack's broker, another run's claim) and is never
+    taken, so the run can flush what it claimed without touching anything else."""
+    wanted = os.environ.get("TEST_REDIS_DB") if use_env else None
+    indexes = [int(wanted)] if wanted else list(range(1, 16))
+    for index in indexes:
+        client = redis_lib.Redis(host=host, port=port, db=index)
+        if not client.set(CLAIM_KEY, os.getpid(), nx=True, ex=CLAIM_SECONDS):
+            continue
+        if client.dbsize() == 1:
             return index
-    raise RuntimeError("every Redis db index 1-15 is claimed by another test run")
+        release_redis_db(client)  # keys of someone else's: not ours to use
+    if wanted:
+        raise RedisIndexBusy(
+            f"TEST_REDIS_DB={wanted}: that Redis db index holds keys this test run did not "
+            "write (another stack or run); the suite only uses an empty index"
+        )
+    raise RedisIndexBusy(
+        "no empty Redis db index among 1-15: each holds another stack's or run's keys, "
+        "and the suite never flushes data it did not write (set TEST_REDIS_DB to an empty one)"
+    )
+
+
+def release_redis_db(client: redis_lib.Redis, *, flush: bool = False) -> None:
+    """Give back a claimed index: flushed when `flush` (everything in it is this run's,
+    since it was empty when claimed), else only the claim key removed."""
+    if client.get(CLAIM_KEY) != str(os.getpid()).encode():
+        return  # the claim expired and someone else holds the index now
+    if flush:
+        client.flushdb()
+    else:
+        client.delete(CLAIM_KEY)
 
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     name = f"orch_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    redis_db = _claim_redis_db()
+    redis_db = claim_redis_db()
     admin = create_engine(SERVER_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
@@ -59,11 +88,8 @@ def settings() -> Settings:
     )
     _migrate(test_settings)
     run_redis = redis_lib.Redis.from_url(test_settings.redis_url)
-    claim = run_redis.get(CLAIM_KEY)
-    run_redis.flushdb()
-    run_redis.set(CLAIM_KEY, claim, ex=3 * 3600)
     yield test_settings
-    run_redis.flushdb()  # also releases the claim
+    release_redis_db(run_redis, flush=True)
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
@@ -155,16 +181,11 @@ def redis(settings):
 def spare_redis_url(settings):
     """A second Redis db, claimed like the run's own: a broker that the in-process
     `celery_worker` does not consume from."""
-    for index in range(1, 16):
-        client = redis_lib.Redis(host="127.0.0.1", port=6379, db=index)
-        if client.set(CLAIM_KEY, os.getpid(), nx=True, ex=3600):
-            break
-    else:
-        raise RuntimeError("every Redis db index 1-15 is claimed")
+    index = claim_redis_db(use_env=False)
     try:
         yield f"redis://127.0.0.1:6379/{index}"
     finally:
-        client.flushdb()  # also releases the claim
+        release_redis_db(redis_lib.Redis(host="127.0.0.1", port=6379, db=index), flush=True)
 
 
 @pytest.fixture(scope="session")
