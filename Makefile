@@ -1,21 +1,34 @@
 # The two commands: `make run` starts the whole stack, `make test` runs the suite.
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+RUN_STAMP  := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 PYTHON ?= python3
 PORT   ?= 8000
+FLOWER_PORT ?= 5555
 export PORT
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test services browser venv lint format migrate bench clean
+.PHONY: run test services browser venv venv-run redis-free lint format migrate bench clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(BIN)/python:
+	@echo "==> creating the virtualenv $(VENV)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
 
-venv: $(STAMP)
+# `make run` installs what running needs; `make test` adds the test tools.
+$(RUN_STAMP): setup.cfg pyproject.toml | $(BIN)/python
+	@echo "==> installing the orchestrator and what it needs to run (the first time: a minute or two)"
+	$(BIN)/python -m pip install --progress-bar off --disable-pip-version-check -e .
+	touch $(RUN_STAMP)
+
+$(TEST_STAMP): setup.cfg pyproject.toml | $(BIN)/python
+	@echo "==> installing the orchestrator with its test tools (the first time: a minute or two)"
+	$(BIN)/python -m pip install --progress-bar off --disable-pip-version-check -e '.[test]'
+	touch $(TEST_STAMP) $(RUN_STAMP)
+
+venv-run: $(RUN_STAMP)
+venv: $(TEST_STAMP)
 
 # Starts local PostgreSQL and Redis when they are not running (as on the dev machines).
 services:
@@ -23,11 +36,19 @@ services:
 	@redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
 	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && exit 0; sleep 1; done; echo "PostgreSQL or Redis did not start" >&2; exit 1
 
-migrate: venv
+migrate: venv-run
+	@echo "==> creating and migrating the database"
 	$(BIN)/orchestrator db create
 	$(BIN)/alembic upgrade head
 
-run: venv services migrate
+# A Redis db index that a test run has claimed is the test run's (it flushes it at the end).
+redis-free:
+	@redis-cli -u "$${REDIS_URL:-redis://localhost:6379/0}" exists orchestrator-test-run | grep -qx 0 || \
+	  { echo "REDIS_URL names a Redis db index that a test run is using; pick another index" >&2; exit 1; }
+
+run: venv-run services redis-free migrate
+	@echo "==> starting the API, worker, beat and Flower (Ctrl-C stops them all)"
+	@$(BIN)/python -m shared.announce http://localhost:$(PORT) $(FLOWER_PORT) &
 	$(BIN)/honcho start --port $(PORT) web worker beat flower
 
 test: venv services browser
