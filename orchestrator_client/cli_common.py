@@ -4,6 +4,7 @@ and how an API error ends a command."""
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 import time
@@ -11,7 +12,7 @@ import time
 import click
 
 from orchestrator_client.client import DEFAULT_URL, OrchestratorClient
-from orchestrator_client.errors import OrchestratorError
+from orchestrator_client.errors import OrchestratorError, Unauthorized
 
 
 def _store(ctx: click.Context, param: click.Parameter, value):
@@ -41,7 +42,25 @@ def connection_options(group):
     )(group)
 
 
+class _StderrLines(logging.Handler):
+    """The client library's warnings (a rate-limit wait, a failed heartbeat) as plain
+    lines on the stderr of the moment."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"orchestrator: {record.getMessage()}", err=True)
+
+
+def _show_client_warnings() -> None:
+    library = logging.getLogger("orchestrator_client")
+    if not any(isinstance(h, _StderrLines) for h in library.handlers):
+        handler = _StderrLines(level=logging.WARNING)
+        library.addHandler(handler)
+        if library.getEffectiveLevel() > logging.WARNING:
+            library.setLevel(logging.WARNING)
+
+
 def make_client(**options) -> OrchestratorClient:
+    _show_client_warnings()
     obj = click.get_current_context().find_object(dict) or {}
     url = obj.get("url") or os.environ.get("ORCHESTRATOR_URL") or DEFAULT_URL
     token = obj.get("token") or os.environ.get("ORCHESTRATOR_TOKEN")
@@ -55,6 +74,16 @@ def api_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except Unauthorized as exc:
+            click.echo(f"orchestrator: {exc}", err=True)
+            click.echo(
+                "orchestrator: this server needs a token: pass one with --token (before the "
+                "command: orchestrator --token T status) or set ORCHESTRATOR_TOKEN; "
+                "`orchestrator token --role operator --sub you` mints one where "
+                "API_SECRET_KEY is set",
+                err=True,
+            )
+            sys.exit(1)
         except OrchestratorError as exc:
             click.echo(f"orchestrator: {exc}", err=True)
             sys.exit(1)

@@ -149,7 +149,17 @@ class HttpClient:
                         raise error
                     delay = error.retry_after
             attempt += 1
-            log.info("%s %s: %s; retry %d in %.2fs", method, path, why, attempt, delay)
+            if why.startswith("429"):
+                # Waiting on the server's rate limit is said plainly: it can take a minute.
+                log.warning(
+                    "rate limited by the server (429): waiting %.0fs before sending %s %s "
+                    "again (RATE_LIMIT counts requests per client)",
+                    delay,
+                    method,
+                    path,
+                )
+            else:
+                log.info("%s %s: %s; retry %d in %.2fs", method, path, why, attempt, delay)
             time.sleep(delay)
 
     def _backoff_delay(self, attempt: int) -> float:
