@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
+
 from celery import Celery
 from celery.signals import worker_process_init
 
@@ -16,8 +20,20 @@ observability.install(settings)
 # How often beat runs the sweeps; reconciliation runs at a third of that pace.
 SWEEP_INTERVAL = float(settings.sweep_interval_seconds)
 
+
+def beat_schedule_file() -> str:
+    """CELERY_BEAT_SCHEDULE, else a file of this stack's own (named after its database and
+    Redis), so two stacks on one host never share beat's record of what it last sent."""
+    named = os.environ.get("CELERY_BEAT_SCHEDULE", "").strip()
+    if named:
+        return named
+    stack = hashlib.sha256(f"{settings.database_url}|{settings.redis_url}".encode()).hexdigest()
+    return os.path.join(tempfile.gettempdir(), f"orchestrator-beat-{stack[:12]}")
+
+
 app = Celery("orchestrator", broker=settings.redis_url, include=["orchestrator_worker.jobs"])
 app.conf.update(
+    beat_schedule_filename=beat_schedule_file(),
     task_acks_late=True,
     # acks_late alone does not redeliver a job whose worker process was SIGKILLed.
     task_reject_on_worker_lost=True,

@@ -61,3 +61,24 @@ def test_at_debug_the_routine_lines_are_there(settings, spare_redis_url):
         stop(beat)
     sent = [line for line in lines if "Sending due task" in line["message"]]
     assert sent and all(line["level"] == "DEBUG" for line in sent)
+
+
+def test_two_stacks_on_one_host_keep_their_own_beat_schedule(settings, spare_redis_url):
+    """Without CELERY_BEAT_SCHEDULE, beat's schedule file is named after the stack's
+    database and Redis: a second stack on the host gets another file."""
+
+    def schedule_file(beat) -> str | None:
+        for line in output(beat).splitlines():
+            if ". db -> " in line:
+                return line.split(". db -> ", 1)[1].strip()
+        return None
+
+    files = []
+    for redis_url in (settings.redis_url, spare_redis_url):
+        beat = start("beat", settings, CELERY_BEAT_SCHEDULE="", REDIS_URL=redis_url)
+        try:
+            files.append(wait_for(lambda beat=beat: schedule_file(beat), timeout=30))
+        finally:
+            stop(beat)
+    assert len(set(files)) == 2, files
+    assert all(os.path.basename(f).startswith("orchestrator-beat-") for f in files), files
