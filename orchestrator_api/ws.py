@@ -9,7 +9,10 @@ client is too slow or gone, or the process shuts down.
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
+import logging
 import os
 import socket
 import time
@@ -18,6 +21,7 @@ from collections.abc import Callable
 
 from flask import Blueprint, current_app, request
 from flask_sock import Sock
+from simple_websocket import ConnectionClosed
 from wsproto.frame_protocol import CloseReason
 
 from orchestrator_api import ws_access
@@ -35,7 +39,13 @@ SLOW_CLIENT_CLOSE = 1013
 NOT_FOUND_CLOSE = 4404
 BAD_REQUEST_CLOSE = 4400
 SEND_BUFFER_BYTES = 64 * 1024
+# A resume reads this many events at a time and sends the next page once the client has
+# taken the last: however far behind it is, it holds one page in memory.
+RESUME_PAGE = 1000
+# What a socket closed by its client raises when the server next touches it.
+CLIENT_GONE_ERRNOS = (errno.EBADF, errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
 
+log = logging.getLogger(__name__)
 blp = Blueprint("ws", __name__)
 sock = Sock()
 
@@ -74,6 +84,23 @@ def _close(ws, code: int, reason: str) -> None:
         time.sleep(0.02)
 
 
+def _until_the_client_goes(route: Callable) -> Callable:
+    """A client may close its socket at any moment, even while the server is still setting
+    it up (simple-websocket's reader thread then closes the socket under the route): that
+    is the end of the connection, not an error."""
+
+    @functools.wraps(route)
+    def serve(ws, *args, **kwargs):
+        try:
+            route(ws, *args, **kwargs)
+        except OSError as exc:
+            if ws.connected and exc.errno not in CLIENT_GONE_ERRNOS:
+                raise
+            log.debug("websocket client gone: %s", exc)
+
+    return serve
+
+
 def _serve_one(ws, model, raw_id: str, filter_for: Callable[[str], Filter]) -> None:
     """The stream of one session or agent; an unknown or malformed id closes the socket
     with a reason."""
@@ -101,7 +128,7 @@ def _serve(ws, wants: Filter) -> None:
     try:
         writer = _take_over_socket(ws)
         last_event_id = request.args.get("last_event_id")
-        floor = _resume(ws, wants, last_event_id, connected_at)
+        floor = _resume(ws, writer, wants, last_event_id, connected_at)
         subscription.go_live(writer, floor)
         _pump(ws, events_hub, subscription, writer)
     finally:
@@ -110,8 +137,11 @@ def _serve(ws, wants: Filter) -> None:
 
 def _take_over_socket(ws) -> SocketWriter:
     """Every byte to the client goes through a SocketWriter from here on."""
-    ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
-    writer = SocketWriter(ws.sock)
+    try:
+        ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        writer = SocketWriter(ws.sock)
+    except OSError:  # the client closed already (its socket with it)
+        raise ConnectionClosed(ws.close_reason, ws.close_message) from None
     ws.sock = writer
     return writer
 
@@ -134,9 +164,13 @@ def _pump(ws, events_hub: Hub, subscription: Subscription, writer: SocketWriter)
         _answer_client(ws, timeout=SOCKET_THREAD_WAKE_SECONDS)
 
 
-def _resume(ws, wants: Filter, last_event_id: str | None, connected_at: int) -> int:
-    """Send the events after `last_event_id` (or after the connection, without one);
-    returns the newest id already covered."""
+def _resume(
+    ws, writer: SocketWriter, wants: Filter, last_event_id: str | None, connected_at: int
+) -> int:
+    """Send the events after `last_event_id` (or after the connection, without one), every
+    one still retained however many, a page at a time as the client takes them; events
+    no longer retained are announced by an `events.dropped` message with the exact range.
+    Returns the newest id covered (the live stream goes on from there)."""
     after = connected_at
     if last_event_id is not None:
         try:
@@ -148,28 +182,48 @@ def _resume(ws, wants: Filter, last_event_id: str | None, connected_at: int) -> 
             after = connected_at
             last_event_id = None
     database = current_app.extensions["orchestrator"].database
-    oldest = relay.oldest_seq(database) if last_event_id is not None else 0
-    if oldest and after < oldest - 1:
-        ws.send(
-            json.dumps(
-                {
-                    "id": str(after),
-                    "type": "events.dropped",
-                    "payload": {
-                        "last_event_id": str(after),
-                        "oldest_available_id": str(oldest),
-                        "message": "Events before the oldest available were dropped",
-                    },
-                    "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                }
-            )
-        )
     covered = after
-    for message in relay.events_since(database, after):
-        covered = int(message["id"])
-        if wants(message):
-            ws.send(json.dumps(message))
+    for page in relay.pages_since(database, after, page=RESUME_PAGE):
+        first = int(page[0]["id"])
+        if last_event_id is not None and first > covered + 1:
+            # ids are gapless: the ones between were pruned (EVENT_RETENTION)
+            _send_dropped(ws, covered, first)
+        for message in page:
+            covered = int(message["id"])
+            if wants(message):
+                ws.send(json.dumps(message))
+        if not _client_took_it(ws, writer):
+            break  # gone, too slow (closed 1013 by the pump) or shutting down
     return covered
+
+
+def _client_took_it(ws, writer: SocketWriter) -> bool:
+    """Wait until the client has taken what was sent; False if it is gone, has taken
+    nothing for WS_SEND_TIMEOUT_SECONDS, or the process is shutting down."""
+    ws_access.renew_lease()
+    while not writer.flush():
+        if not ws.connected or writer.broken or writer.stalled() or hub().closing.is_set():
+            return False
+        writer.drain(SOCKET_THREAD_WAKE_SECONDS)
+    return ws.connected and not writer.broken
+
+
+def _send_dropped(ws, last_event_id: int, oldest_available_id: int) -> None:
+    """Events after `last_event_id` and before `oldest_available_id` are gone."""
+    ws.send(
+        json.dumps(
+            {
+                "id": str(last_event_id),
+                "type": "events.dropped",
+                "payload": {
+                    "last_event_id": str(last_event_id),
+                    "oldest_available_id": str(oldest_available_id),
+                    "message": "Events before the oldest available were dropped",
+                },
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        )
+    )
 
 
 def _answer_client(ws, timeout: float) -> None:
@@ -188,26 +242,31 @@ def _send_error(ws, text_message: str) -> None:
 
 
 @sock.route("/ws/sessions", bp=blp)
+@_until_the_client_goes
 def all_sessions(ws):
     _serve(ws, _session_events)
 
 
 @sock.route("/ws/sessions/<session_id>", bp=blp)
+@_until_the_client_goes
 def one_session(ws, session_id):
     _serve_one(ws, WorkSession, session_id, _for_session)
 
 
 @sock.route("/ws/agents", bp=blp)
+@_until_the_client_goes
 def all_agents(ws):
     _serve(ws, _agent_events)
 
 
 @sock.route("/ws/agents/<agent_id>", bp=blp)
+@_until_the_client_goes
 def one_agent(ws, agent_id):
     _serve_one(ws, Agent, agent_id, _for_agent)
 
 
 @sock.route("/ws/system", bp=blp)
+@_until_the_client_goes
 def system(ws):
     events_hub = hub()
     subscription = events_hub.subscribe(lambda m: True, system=True)

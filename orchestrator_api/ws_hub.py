@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 # Events that arrive within this long of the last write go to each socket in one write.
 FAN_OUT_INTERVAL_SECONDS = 0.025
+# Events read from PostgreSQL at a time when the stream missed some.
+CATCH_UP_PAGE = 10000
 
 
 class Hub:
@@ -88,13 +90,19 @@ class Hub:
                 subscription.deliver(frames)
 
     def _catch_up(self, before: int | None = None) -> None:
-        """Deliver from PostgreSQL what the stream did not carry, up to `before`."""
+        """Deliver from PostgreSQL what the stream did not carry: up to `before` (a gap,
+        however long, page by page), or, without it (Redis down), the next page."""
         if before is None and relay.latest_seq(self.ext.database) < self.last_seq:
             log.warning("event ids went back (database restored or recreated): following it")
             self.last_seq = relay.latest_seq(self.ext.database)
-        for message in relay.events_since(self.ext.database, self.last_seq, before):
-            self._dispatch(message)
-            self.last_seq = int(message["id"])
+        for page in relay.pages_since(self.ext.database, self.last_seq, before, CATCH_UP_PAGE):
+            if self.batch:
+                self._fan_out()  # a page at a time
+            for message in page:
+                self._dispatch(message)
+                self.last_seq = int(message["id"])
+            if before is None:
+                return
 
     def _read_stream(self) -> None:
         while not self.stopped.is_set():

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC
 
 import redis as redis_lib
@@ -114,12 +114,29 @@ def _stream_ahead(result) -> bool:
 
 
 def events_since(database: Database, after: int, before: int | None = None, limit: int = 10000):
-    """Published events with after < seq < before, oldest first, as messages."""
+    """Published events with after < seq < before, oldest first, as messages: at most
+    `limit` of them (`pages_since` for all)."""
     with database.engine.connect() as connection:
         rows = connection.execute(
             _SINCE_SQL, {"after": after, "before": before or 2**62, "limit": limit}
         ).all()
     return [message(r.seq, r.type, r.payload, r.created_at) for r in rows]
+
+
+def pages_since(
+    database: Database, after: int, before: int | None = None, page: int = 1000
+) -> Iterator[list[dict]]:
+    """Every published event with after < seq < before, however many, in pages of at most
+    `page` messages, oldest first; each page read when the one before it is consumed (ids
+    are gapless, so a missing id between pages was pruned meanwhile)."""
+    while True:
+        messages = events_since(database, after, before, limit=page)
+        if not messages:
+            return
+        yield messages
+        after = int(messages[-1]["id"])
+        if len(messages) < page:
+            return
 
 
 def latest_seq(database: Database) -> int:
