@@ -9,11 +9,12 @@ from typing import Any
 
 import redis
 from celery import Celery
-from flask import Flask, Response, request
+from flask import Flask, Response
 from flask_smorest import Api
 
 from orchestrator_api import auth, database, errors, idempotency, limits, request_log
 from orchestrator_api.jobs import make_job_sender
+from orchestrator_api.request_body import MAX_BODY_BYTES, check_body
 from orchestrator_api.schemas.common import ErrorSchema
 from shared import __version__
 from shared.config import Settings, load_settings_or_exit
@@ -22,8 +23,6 @@ from shared.group_commit import GroupCommit
 from shared.logs import configure_logging
 
 log = logging.getLogger(__name__)
-MAX_BODY_BYTES = 1024 * 1024
-BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
 class OrchestratorApi(Api):
@@ -82,7 +81,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     database.register(app)
     limits.register(app, settings)  # counts first: refused tokens count too
     auth.register(app)
-    app.before_request(_check_body)
+    app.before_request(check_body)
     app.before_request(idempotency.check_request)
     app.after_request(_add_request_id)
 
@@ -116,45 +115,6 @@ def start_background(app: Flask) -> None:
         ext.relay.start()
     if ext.hub is None:
         ext.hub = Hub(ext)
-
-
-def _check_body() -> Response | None:
-    """Malformed JSON and a wrong content type are refused before any view runs."""
-    errors.request_id()
-    if request.method not in BODY_METHODS:
-        return None
-    length = request.content_length
-    if length is not None and length > MAX_BODY_BYTES:
-        return errors.error_response(413, "PAYLOAD_TOO_LARGE", errors.MESSAGES[413])
-    if not length and "chunked" not in request.headers.get("Transfer-Encoding", ""):
-        return None
-    if not request.is_json:
-        return errors.error_response(
-            400, "VALIDATION_ERROR", "The body must be JSON (Content-Type: application/json)"
-        )
-    body = request.get_json(silent=True)
-    if body is None:
-        return errors.error_response(400, "VALIDATION_ERROR", "The body is not valid JSON")
-    nul_at = _nul_paths(body)
-    if nul_at:  # PostgreSQL stores no NUL in text or jsonb: refused here, not a 500 later
-        details = {path: ["Must not contain NUL characters (\\u0000)."] for path in nul_at}
-        return errors.error_response(400, "VALIDATION_ERROR", "Invalid input", details)
-    return None
-
-
-def _nul_paths(value, path: str = "") -> list[str]:
-    """Where the JSON value holds a NUL character (in a string or a key), as dotted paths."""
-    if isinstance(value, str):
-        return [path or "_body"] if "\x00" in value else []
-    if isinstance(value, dict):
-        found = []
-        for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
-            found += [where] if "\x00" in key else _nul_paths(item, where)
-        return found
-    if isinstance(value, list):
-        return [p for i, item in enumerate(value) for p in _nul_paths(item, f"{path}.{i}")]
-    return []
 
 
 def _add_request_id(response: Response) -> Response:

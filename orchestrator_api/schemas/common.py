@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from datetime import UTC, datetime
 
 from marshmallow import Schema, ValidationError, fields, validate
@@ -44,9 +45,21 @@ class StrictInteger(fields.Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class QueryInteger(fields.Integer):
+    """An integer in a query string: ASCII digits (and a minus) only. int() alone would
+    also take "١" (ARABIC-INDIC DIGIT ONE), "1_000", "+1" or " 1 "."""
+
+    DIGITS = re.compile(r"-?[0-9]{1,18}")
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str) or not self.DIGITS.fullmatch(value):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class PageQuerySchema(Schema):
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
-    page_size = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+    page = QueryInteger(load_default=1, validate=validate.Range(min=1, max=1_000_000))
+    page_size = QueryInteger(load_default=20, validate=validate.Range(min=1, max=100))
 
 
 class PageSchema(Schema):

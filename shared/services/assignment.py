@@ -274,13 +274,31 @@ def assign_one(db: Session, *, task_id: uuid.UUID, agent_id: uuid.UUID | None = 
     work_session = db.get(WorkSession, task.session_id)
     if work_session.status != SessionStatus.RUNNING:
         raise InvalidTransition(f"Cannot assign a task while its session is {work_session.status}")
-    if agent_id is not None:
-        agent_service.get_or_raise(db, agent_id=agent_id)
+    agent = agent_service.get_or_raise(db, agent_id=agent_id) if agent_id is not None else None
     if not assign_ready(db, limit=1, task_ids=[task_id], agent_id=agent_id):
-        who = f"Agent {agent_id} is" if agent_id else "No agent is"
+        if agent is not None:
+            raise AgentUnavailable(_why_not(db, agent, task))
         raise AgentUnavailable(
-            f"{who} online with the capabilities "
+            "No agent is online with the capabilities "
             f"{', '.join(task.required_capabilities)} and room for another task"
         )
     db.refresh(task)
     return task
+
+
+def _why_not(db: Session, agent: Agent, task: Task) -> str:
+    """Why the named agent could not take the task: the first reason that holds."""
+    db.refresh(agent)  # as assign_ready has just read it
+    missing = [c for c in task.required_capabilities if c not in agent.capabilities]
+    if missing:
+        return f"Agent {agent.id} lacks the capabilities {', '.join(missing)}"
+    if agent.status == AgentStatus.OFFLINE:
+        return f"Agent {agent.id} is OFFLINE"
+    if agent.current_load >= 100:
+        return f"Agent {agent.id} is BUSY: it reports a load of {agent.current_load}%"
+    held = agent_service.held_counts(db, agent_ids=[agent.id])[agent.id]
+    if held >= agent.max_concurrent_tasks:
+        return (
+            f"Agent {agent.id} is BUSY: it holds {held} of its {agent.max_concurrent_tasks} tasks"
+        )
+    return f"Agent {agent.id} cannot take the task now (it is {agent.status})"

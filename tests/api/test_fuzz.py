@@ -5,20 +5,27 @@ requests, valid and invalid; every answer must be no 500 and match the spec: its
 code is declared, its content type and headers too, its body fits the declared schema,
 invalid input is refused (schemathesis' checks, all but two: see EXCLUDED_CHECKS).
 Derandomized, so CI runs the same cases every time; bounded to about a minute.
+
+Two kinds of input schemathesis rarely makes are generated here for every operation that
+takes a body (issue 12): JSON nested deeper than the limit (a RecursionError, 500, before
+the limit) and lone surrogates (a UnicodeEncodeError, 500): each must be a 400.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS as CHECK_REGISTRY
 from schemathesis.checks import load_all_checks
 
+from orchestrator_api.request_body import BODY_METHODS, MAX_JSON_DEPTH
 from tests.conftest import empty_tables
 from tests.test_processes import running_web
 
@@ -78,6 +85,11 @@ def api_schema(web):
     return schemathesis.openapi.from_dict(spec)
 
 
+@pytest.fixture(scope="module")
+def ids(web) -> dict[str, str]:
+    return existing_ids(web)
+
+
 def existing_ids(web: str) -> dict[str, str]:
     """Ids of real objects, so that cases also reach past the "no such id" answers."""
     work_session = requests.post(f"{web}/api/v1/sessions", json={"title": "fuzz"}, timeout=10)
@@ -122,12 +134,11 @@ def fuzz_operation(
         raise
 
 
-def test_fuzz(api_schema, web):
+def test_fuzz(api_schema, web, ids):
     """Every operation of the spec, valid and invalid input; all failures are reported."""
     failures = []
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) >= 20, [op.label for op in operations]
-    ids = existing_ids(web)
     for operation in operations:
         # A path parameter is a free string (a malformed id is a 400 by design), so an
         # operation with neither query nor body has no invalid input to generate.
@@ -172,3 +183,122 @@ def test_fuzz_figures(capsys):
     with capsys.disabled():  # shown without -s too
         print(report)
     assert total >= MIN_TOTAL_CASES, report
+
+
+# -- Deep nesting and lone surrogates, in every body -----------------------------------
+
+BODY_EXAMPLES = 12  # per operation and kind of input
+
+
+def body_operations(spec: dict) -> list[tuple[str, str, list[str]]]:
+    """(method, path, the body's property names) of every operation that can take a
+    body: a body is checked even where the operation reads none."""
+    found = []
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if method.upper() not in BODY_METHODS or not isinstance(operation, dict):
+                continue
+            content = operation.get("requestBody", {}).get("content", {})
+            schema = content.get("application/json", {}).get("schema", {})
+            if "$ref" in schema:
+                schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+            found.append((method, path, sorted(schema.get("properties", {}))))
+    return found
+
+
+@st.composite
+def deep_json(draw) -> str:
+    """Arrays and objects, in a drawn pattern, nested deeper than the limit."""
+    depth = draw(st.integers(MAX_JSON_DEPTH + 1, 5000))
+    pattern = draw(st.text(alphabet="[{", min_size=1, max_size=6))
+    opens = (pattern * (depth // len(pattern) + 1))[:depth]
+    leaf = draw(st.sampled_from(["1", '"x"', "null", "[]", "{}", '"]}]}"']))
+    head = "".join("[" if c == "[" else '{"k": ' for c in opens)
+    tail = "".join("]" if c == "[" else "}" for c in reversed(opens))
+    return head + leaf + tail
+
+
+@st.composite
+def lone_surrogate_text(draw) -> str:
+    """A JSON string literal holding one lone surrogate (as an escape) among other text."""
+    code = draw(st.integers(0xD800, 0xDFFF))
+    before, after = draw(st.text(max_size=8)), draw(st.text(max_size=8))
+    if 0xD800 <= code <= 0xDBFF:  # a high surrogate is lone if no low one follows
+        after = "." + after
+    return json.dumps(before)[:-1] + f"\\u{code:04x}" + json.dumps(after)[1:]
+
+
+def post_body(web: str, method: str, path: str, ids: dict, text: str) -> requests.Response:
+    for name, value in ids.items():
+        path = path.replace(f"{{{name}}}", value)
+    return requests.request(
+        method,
+        f"{web}{path}",
+        data=text.encode(),
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+
+
+def assert_refused(response: requests.Response, body: str) -> None:
+    assert response.status_code == 400, (body[:200], response.text)
+    error = response.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR"
+    assert error["request_id"] == response.headers["X-Request-ID"]
+
+
+def fuzz_bodies(web, ids, bodies) -> None:
+    """Every body operation, with `bodies(names)`: a strategy of bodies that use a
+    property name of the operation's body, or an unknown one."""
+    spec = requests.get(f"{web}/openapi.json", timeout=10).json()
+    operations = body_operations(spec)
+    assert len(operations) >= 15, operations
+    for method, path, properties in operations:
+        strategy = bodies(st.sampled_from([*properties, "not_in_the_schema"]))
+        fuzz_body_operation(web, method, path, ids, strategy)
+
+
+def fuzz_body_operation(web, method: str, path: str, ids: dict, strategy) -> None:
+    @given(body=strategy)
+    @settings(
+        max_examples=BODY_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    def run(body):
+        assert_refused(post_body(web, method, path, ids, body), body)
+
+    run()
+
+
+def test_fuzz_deep_nesting(web, ids):
+    """Nesting past MAX_JSON_DEPTH, in any field or an unknown one, of every body: 400."""
+
+    @st.composite
+    def bodies(draw, names):
+        name = draw(names)
+        return f'{{"{name}": {draw(deep_json())}}}'
+
+    fuzz_bodies(web, ids, bodies)
+
+
+def test_fuzz_lone_surrogates(web, ids):
+    """A lone surrogate as any field's value, in a list, or as a key, of every body: 400."""
+
+    @st.composite
+    def bodies(draw, names):
+        name, text = draw(names), draw(lone_surrogate_text())
+        return draw(
+            st.sampled_from(
+                [
+                    f'{{"{name}": {text}}}',
+                    f'{{"{name}": [1, {{"k": {text}}}]}}',
+                    f'{{"{name}": {{{text}: 1}}}}',
+                    f"{{{text}: 1}}",
+                ]
+            )
+        )
+
+    fuzz_bodies(web, ids, bodies)
