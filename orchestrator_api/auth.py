@@ -12,6 +12,11 @@ A before_request hook verifies the bearer token (shared/tokens.py), keeps the pr
 Without a token: 401 in production; in development, an anonymous principal with the rights
 of an admin. A token that is sent must be valid in both modes. `authenticate` is the
 check itself, for callers other than this hook (WebSockets).
+
+Budgets and keys belong to an identity, `client_key`: an agent token's agent
+(`agent:<agent_id>`, whatever its `sub`), else a person's `sub`, else the remote address.
+Rate limits (limits.py), Idempotency-Keys (idempotency.py) and WebSocket leases
+(ws_access.py) all use it, so an agent named "alice" is never the operator alice.
 """
 
 from __future__ import annotations
@@ -81,8 +86,40 @@ def bearer_token(header: str | None) -> str | None:
 def authenticate(token: str, settings: Settings | None = None) -> Principal:
     """The principal of a token, or Unauthorized. For any transport (HTTP, WebSocket)."""
     settings = settings or current_app.extensions["orchestrator"].settings
-    claims = tokens.verify(token, key=settings.secret_key)
+    claims = tokens.verify(
+        token, key=settings.secret_key, max_ttl_seconds=settings.token_max_ttl_seconds
+    )
     return Principal(role=claims.role, sub=claims.sub, agent_id=claims.agent_id)
+
+
+def client_key(principal: Principal | None) -> str:
+    """The identity a request or socket counts against: rate limits, Idempotency-Keys and
+    WebSocket leases. `principal` None (no token, or a refused one) or anonymous: the
+    remote address of the running request."""
+    if principal is not None and principal.agent_id is not None:
+        return f"agent:{principal.agent_id}"  # tokens.agent_sub, even for an older token
+    if principal is not None and principal.sub is not None:
+        return f"sub:{principal.sub}"
+    return f"addr:{request.remote_addr or 'unknown'}"
+
+
+def resolve_principal() -> Principal | None:
+    """This request's principal for counting and keying: None without a token or with a
+    bad one (which then counts against its address; the hook answers 401)."""
+    try:
+        return request_principal()
+    except Unauthorized:
+        return None
+
+
+def mint_agent_token(agent_id: uuid.UUID | str) -> str:
+    """The token a registration answer carries: the agent acting as itself."""
+    settings = current_app.extensions["orchestrator"].settings
+    return tokens.mint_agent(
+        key=settings.secret_key,
+        agent_id=agent_id,
+        max_ttl_seconds=settings.token_max_ttl_seconds,
+    )
 
 
 def request_principal() -> Principal | None:
@@ -203,7 +240,9 @@ class BearerAuthPlugin(BasePlugin):
                 "scheme": "bearer",
                 "bearerFormat": "JWT",
                 "description": "An HS256 JWT with the claims sub, role, exp, iat (and agent_id "
-                "for an agent); `orchestrator token` mints one. Optional in development.",
+                "for an agent, whose sub is agent:<agent_id>), living at most "
+                "TOKEN_MAX_TTL_SECONDS; `orchestrator token` mints one. Optional in "
+                "development.",
             },
         )
 

@@ -4,10 +4,15 @@ The key is claimed in the request's own transaction before the view runs, and th
 is stored in that transaction just before it commits (orchestrator_api/database.py): a
 crash between the change and the record cannot happen, so a retry never creates twice.
 Error answers are not stored (their transaction rolls back), so a retry runs again.
+
+Keys belong to `auth.client_key` (an agent's keys are never a person's). No secret is
+stored: a registration answer is recorded without the agent's token, and its replay
+carries a token minted afresh for that agent.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 from flask import Response, g, request
@@ -15,21 +20,13 @@ from flask import Response, g, request
 from orchestrator_api import auth
 from orchestrator_api.database import before_commit, db
 from orchestrator_api.errors import error_response
-from shared.errors import Unauthorized
 from shared.services import idempotency
 
-HEADER = "Idempotency-Key"
+HEADER = idempotency.HEADER
 KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")  # 1-255 visible characters
-
-
-def _client() -> str:
-    try:
-        principal = auth.request_principal()
-    except Unauthorized:
-        principal = None
-    if principal is not None and principal.sub is not None:
-        return f"sub:{principal.sub}"
-    return f"addr:{request.remote_addr}"
+# Answers that carry a bearer token, by endpoint: the field, stripped before the answer
+# is stored and minted again (for the answer's agent `id`) when it is replayed.
+SECRET_FIELDS = {auth.REGISTER_ENDPOINT: "token"}
 
 
 def check_request() -> Response | None:
@@ -43,21 +40,28 @@ def check_request() -> Response | None:
             "Invalid input",
             {HEADER: ["Must be 1 to 255 visible characters."]},
         )
-    client = _client()
-    print_ = idempotency.fingerprint(request.method, request.full_path, request.get_data())
-    try:
-        replay = idempotency.claim(db(), client=client, key=key, print_=print_)
-    except idempotency.Mismatch:
-        return error_response(
-            409, "CONFLICT", f"{HEADER} {key!r} was already used for a different request"
-        )
+    client = auth.client_key(auth.resolve_principal())
+    print_ = idempotency.fingerprint(
+        request.method, request.full_path, request.get_data(), _parsed_body()
+    )
+    # Mismatch (409 CONFLICT) is a domain error: orchestrator_api/errors.py answers it
+    replay = idempotency.claim(db(), client=client, key=key, print_=print_)
     if replay is None:
         g.idempotency = (client, key)
         before_commit(record_answer)
         return None
-    response = Response(replay.body, status=replay.status_code, mimetype="application/json")
+    body = _with_secret(replay.body)
+    response = Response(body, status=replay.status_code, mimetype="application/json")
     response.headers["Idempotent-Replayed"] = "true"
     return response
+
+
+def _parsed_body():
+    """The body as JSON (already parsed and checked by request_body.py), if it is JSON."""
+    if not request.get_data(cache=True):
+        return idempotency.NOT_JSON
+    parsed = request.get_json(silent=True)
+    return idempotency.NOT_JSON if parsed is None else parsed
 
 
 def record_answer(response: Response) -> None:
@@ -70,5 +74,29 @@ def record_answer(response: Response) -> None:
             client=client,
             key=key,
             status_code=response.status_code,
-            body=response.get_data(as_text=True),
+            body=_without_secret(response.get_data(as_text=True)),
         )
+
+
+def _without_secret(body: str) -> str:
+    field = SECRET_FIELDS.get(request.endpoint or "")
+    if field is None:
+        return body
+    answer = json.loads(body)
+    answer.pop(field, None)
+    return _dumps(answer)
+
+
+def _with_secret(body: str) -> str:
+    field = SECRET_FIELDS.get(request.endpoint or "")
+    if field is None or not body:
+        return body
+    answer = json.loads(body)
+    if not isinstance(answer, dict) or "id" not in answer:
+        return body
+    answer[field] = auth.mint_agent_token(answer["id"])
+    return _dumps(answer)
+
+
+def _dumps(answer: dict) -> str:
+    return json.dumps(answer, separators=(",", ":")) + "\n"  # as jsonify writes it

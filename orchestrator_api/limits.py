@@ -1,13 +1,18 @@
 """RATE_LIMIT per client on /api/v1, counted in Redis (CONTRACT section 8).
 
 One budget per client across every /api/v1 route (an application-wide limit, not one per
-route): the client is the verified token's `sub`, else the remote address. A fixed window
-that opens at the client's first request: one INCR per request, the same count in every
-gunicorn worker and host. Everything outside /api/v1 (/health, /ready, /metrics,
-/openapi.json, /docs) is exempt.
+route): the client is `auth.client_key` (an agent token's agent, else the verified token's
+`sub`, else the remote address). A fixed window that opens at the client's first request:
+one INCR per request, the same count in every gunicorn worker and host. Everything outside
+/api/v1 (/health, /ready, /metrics, /openapi.json, /docs) is exempt.
+
+Every registration mints an agent with a budget of its own, so registrations by a
+registration token (an agent token without agent_id) also count against
+AGENT_REGISTRATION_LIMIT, that token's own; admins and operators, who may act on every
+agent anyway, have only RATE_LIMIT.
 
 Redis down: requests are still served; each process counts in memory meanwhile (so the
-limit holds per process, not across them), logs it once, and goes back to Redis when it
+limits hold per process, not across them), logs it once, and goes back to Redis when it
 answers again. Nothing fails because the counter is unreachable.
 """
 
@@ -19,30 +24,33 @@ import threading
 import time
 
 from flask import Flask, Response, request
-from flask_limiter import ApplicationLimit, Limiter
+from flask_limiter import ApplicationLimit, Limit, Limiter
 
 from orchestrator_api import auth
 from shared.config import Settings
-from shared.errors import Unauthorized
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "orchestrator"
 STORAGE_TIMEOUT_SECONDS = 1
+REGISTRATION_SCOPE = "agent-registration"
 
 
 def client_key() -> str:
-    try:
-        principal = auth.request_principal()
-    except Unauthorized:
-        principal = None  # a bad token counts against its address
-    if principal is not None and principal.sub is not None:
-        return f"sub:{principal.sub}"
-    return f"addr:{request.remote_addr or 'unknown'}"
+    return auth.client_key(auth.resolve_principal())
 
 
 def _exempt() -> bool:
     return not auth.is_api_path(request.path)
+
+
+def _not_a_token_registration() -> bool:
+    """Exempt from AGENT_REGISTRATION_LIMIT: all but a registration by a registration
+    token (a bad token is refused, 401, and counts against its address's RATE_LIMIT)."""
+    if request.endpoint != auth.REGISTER_ENDPOINT or request.method != "POST":
+        return True
+    principal = auth.resolve_principal()
+    return principal is None or principal.role != "agent" or principal.agent_id is not None
 
 
 def make_limiter(settings: Settings) -> Limiter:
@@ -51,9 +59,18 @@ def make_limiter(settings: Settings) -> Limiter:
         error_message=f"Rate limit exceeded ({settings.rate_limit} per client); "
         "retry after the seconds in Retry-After",
     )
+    registrations = {
+        "limit_provider": settings.agent_registration_limit,
+        "key_function": client_key,
+        "scope": REGISTRATION_SCOPE,
+        "exempt_when": _not_a_token_registration,
+        "error_message": f"Agent registration limit exceeded "
+        f"({settings.agent_registration_limit} per registration token); "
+        "retry after the seconds in Retry-After",
+    }
     limiter = Limiter(
         key_func=client_key,
-        application_limits=[limit],
+        application_limits=[limit, ApplicationLimit(**registrations)],
         strategy="fixed-window",
         storage_uri=settings.redis_url,
         storage_options={
@@ -65,7 +82,12 @@ def make_limiter(settings: Settings) -> Limiter:
         # response and rewrite the one of a 503
         headers_enabled=False,
         swallow_errors=True,
-        in_memory_fallback=[settings.rate_limit],
+        # in memory, as in Redis: one budget per client over all routes, and the bound
+        # on registrations
+        in_memory_fallback=[
+            Limit(settings.rate_limit, key_function=client_key, scope="global", shared=True),
+            Limit(**registrations, shared=True),
+        ],
         # unknown /api/v1 paths count too (flask-limiter skips requests without endpoint)
         request_identifier=lambda: request.endpoint or "unrouted",
     )
@@ -74,8 +96,9 @@ def make_limiter(settings: Settings) -> Limiter:
 
 
 class _HitCounts:
-    """Each request's counter value, taken from the hit itself, and each window's end,
-    asked of Redis once per window and process: the headers cost no extra round trip."""
+    """Each request's counter values, taken from the hits themselves (by counter: a
+    registration hits two), and each window's end, asked of Redis once per window and
+    process: the headers cost no extra round trip."""
 
     def __init__(self, storage) -> None:
         self.local = threading.local()
@@ -84,27 +107,30 @@ class _HitCounts:
 
         def counting_incr(key, *args, **kwargs):
             value = incr(key, *args, **kwargs)
-            self.local.hit = (key, value)
+            hits = getattr(self.local, "hits", None)
+            if hits is None:
+                hits = self.local.hits = {}
+            hits[key] = value
             return value
 
         storage.incr = counting_incr
         self.storage = storage
 
     def forget(self) -> None:
-        self.local.hit = None
+        self.local.hits = None
 
     def window(self, current) -> tuple[float, int] | None:
-        hit = getattr(self.local, "hit", None)
-        if hit is None:
+        """The window's end and what remains of the limit the headers show."""
+        count = (getattr(self.local, "hits", None) or {}).get(current.key)
+        if count is None:
             return None
-        key, count = hit
         now = time.time()
-        window_end = self.window_ends.get(key, 0.0)
+        window_end = self.window_ends.get(current.key, 0.0)
         if window_end <= now:
-            window_end = self.storage.get_expiry(key)
+            window_end = self.storage.get_expiry(current.key)
             if len(self.window_ends) > 100_000:
                 self.window_ends.clear()
-            self.window_ends[key] = window_end
+            self.window_ends[current.key] = window_end
         return window_end, max(0, current.limit.amount - count)
 
 

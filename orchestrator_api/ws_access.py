@@ -94,7 +94,7 @@ def check_handshake() -> Response | None:
         principal = auth.ANONYMOUS
     if not _stream_allowed(principal, request.path):
         return error_response(403, "FORBIDDEN", "This token may not read this stream")
-    client = f"sub:{principal.sub}" if principal.sub else f"addr:{request.remote_addr}"
+    client = auth.client_key(principal)
     lease = Lease(ext.redis, KEY_PREFIX + client)
     limit = ext.settings.ws_max_connections_per_client
     try:

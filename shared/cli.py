@@ -55,18 +55,36 @@ def db_upgrade() -> None:
 
 @main.command("token")
 @click.option("--role", required=True, type=click.Choice(tokens.ROLES), help="The token's role.")
-@click.option("--sub", required=True, help="Who the token is for (the rate-limit client).")
+@click.option(
+    "--sub",
+    help="Who the token is for (its rate-limit client). Not for an agent's token: that is "
+    "agent:<ID> (a person's sub may not start with 'agent:').",
+)
 @click.option("--agent-id", type=click.UUID, help="For role agent: the agent it acts as.")
 @click.option(
     "--ttl",
-    type=click.IntRange(1, tokens.MAX_TTL_SECONDS),
+    type=click.IntRange(1),
     default=tokens.DEFAULT_TTL_SECONDS,
     show_default=True,
-    help="Lifetime in seconds.",
+    help="Lifetime in seconds, at most TOKEN_MAX_TTL_SECONDS (default 31 days).",
 )
-def token(role: str, sub: str, agent_id, ttl: int) -> None:
-    """Print a token signed with API_SECRET_KEY (CONTRACT section 7)."""
+def token(role: str, sub: str | None, agent_id, ttl: int) -> None:
+    """Print a token signed with API_SECRET_KEY (CONTRACT section 7).
+
+    With --agent-id the token's sub is agent:<ID>, the agent's own identity (its rate
+    limit, WebSocket slots and Idempotency-Keys); --sub may then be left out."""
     settings = load_settings_or_exit()
+    if agent_id is not None and sub is not None and sub != tokens.agent_sub(agent_id):
+        raise click.UsageError(
+            f"an agent's token has the sub {tokens.agent_sub(agent_id)}: leave --sub out"
+        )
+    if agent_id is None and sub is None:
+        raise click.UsageError("--sub is required (or --agent-id, for an agent's own token)")
+    if ttl > settings.token_max_ttl_seconds:
+        raise click.UsageError(
+            f"--ttl must be at most {settings.token_max_ttl_seconds} seconds "
+            "(TOKEN_MAX_TTL_SECONDS): the API refuses tokens that live longer"
+        )
     if not settings.api_secret_key:
         click.echo(
             "orchestrator: warning: API_SECRET_KEY is not set; the token is signed with the "
@@ -76,7 +94,12 @@ def token(role: str, sub: str, agent_id, ttl: int) -> None:
     try:
         click.echo(
             tokens.mint(
-                key=settings.secret_key, sub=sub, role=role, agent_id=agent_id, ttl_seconds=ttl
+                key=settings.secret_key,
+                sub=sub,
+                role=role,
+                agent_id=agent_id,
+                ttl_seconds=ttl,
+                max_ttl_seconds=settings.token_max_ttl_seconds,
             )
         )
     except ValueError as exc:

@@ -14,6 +14,9 @@ RATE_LIMIT_PATTERN = re.compile(
     r"^\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|month|year)s?\s*$", re.IGNORECASE
 )
 LOG_LEVELS = {"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"}
+# The longest lifetime (exp - iat) of a token the API accepts: the 30 days of the tokens
+# that registrations hand to agents, and a day of margin (shared/tokens.py).
+DEFAULT_TOKEN_MAX_TTL_SECONDS = 31 * 24 * 3600
 
 
 class ConfigError(ValueError):
@@ -78,6 +81,11 @@ class Settings:
     log_level: str = "INFO"
     orchestrator_env: str = "development"
     rate_limit: str = "60/minute"
+    # Registrations per window by one registration token (an agent token without agent_id):
+    # each registration mints an agent with a RATE_LIMIT of its own. Admins and operators,
+    # who may act on every agent anyway, have only RATE_LIMIT.
+    agent_registration_limit: str = "10/minute"
+    token_max_ttl_seconds: int = DEFAULT_TOKEN_MAX_TTL_SECONDS
     ws_max_connections_per_client: int = 5
     heartbeat_timeout_seconds: int = 30
     task_max_attempts: int = 3
@@ -146,6 +154,8 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "log_level": _log_level,
     "orchestrator_env": _one_of("development", "production"),
     "rate_limit": _rate_limit,
+    "agent_registration_limit": _rate_limit,
+    "token_max_ttl_seconds": _int_between(300, 366 * 24 * 3600),
     "ws_max_connections_per_client": _int_between(1, 10_000),
     "heartbeat_timeout_seconds": _int_between(1, 86_400),
     "task_max_attempts": _int_between(1, 100),

@@ -225,3 +225,100 @@ def test_flower_rejects_malformed_basic_auth(settings):
     assert result.returncode == 2
     assert "FLOWER_BASIC_AUTH must be user:password" in result.stderr
     assert "no-password" not in result.stderr
+
+
+def _handshake(base, path, token):
+    """The HTTP answer to a WebSocket upgrade request (101 when accepted)."""
+    return requests.get(
+        base + path,
+        headers={
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Authorization": f"Bearer {token}",
+        },
+        timeout=5,
+        stream=True,
+    )
+
+
+def test_an_agent_named_like_a_person_is_not_that_person(production_web, redis):
+    """Issue 12: the agent "alice" spent the operator alice's rate budget, WebSocket slots
+    and idempotency keys. Its identity is `agent:<id>` now, in every process."""
+    base, _, _ = production_web
+    alice = f"alice-{uuid.uuid4().hex[:6]}"
+    person = bearer("operator", sub=alice)
+    body = {"name": alice, "type": "QA", "capabilities": ["TESTING"]}
+    registered = requests.post(
+        f"{base}/api/v1/agents/register", json=body, headers=bearer("agent"), timeout=5
+    )
+    assert registered.status_code == 201
+    agent_id = registered.json()["id"]
+    token = registered.json()["token"]
+    own = {"Authorization": f"Bearer {token}"}
+
+    # alice's WebSocket slots are all taken (live leases): the agent's stream still opens
+    now = time.time()
+    redis.zadd(f"orchestrator:ws-leases:sub:{alice}", {f"held-{i}": now + 60 for i in range(5)})
+    stream = _handshake(base, f"/ws/agents/{agent_id}", token)
+    assert stream.status_code == 101
+    stream.close()
+    refused = _handshake(base, "/ws/agents", person["Authorization"].split()[1])
+    assert refused.status_code == 429
+
+    # alice's idempotency key is hers
+    created = requests.post(
+        f"{base}/api/v1/sessions",
+        json={"title": "t"},
+        headers={**person, "Idempotency-Key": "k-1"},
+        timeout=5,
+    )
+    assert created.status_code == 201
+    beat = requests.post(
+        f"{base}/api/v1/agents/{agent_id}/heartbeat",
+        json={"current_load": 4},
+        headers={**own, "Idempotency-Key": "k-1"},
+        timeout=5,
+    )
+    assert beat.status_code == 200, beat.text
+
+    # alice spends her budget: the agent keeps its own
+    def get(headers):
+        with requests.Session() as session:
+            return session.get(f"{base}/api/v1/sessions", headers=headers, timeout=10).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = Counter(pool.map(lambda _: get(person), range(60)))
+    assert statuses[429] >= 1, statuses
+    mine = requests.get(f"{base}/api/v1/agents/{agent_id}", headers=own, timeout=5)
+    assert mine.status_code == 200
+    assert int(mine.headers["X-RateLimit-Remaining"]) == 60 - 2
+    assert tokens.verify(token, key=KEY).sub == f"agent:{agent_id}"
+
+
+def test_a_registration_token_mints_at_most_its_limit_across_workers(production_web):
+    """AGENT_REGISTRATION_LIMIT (default 10/minute) per registration token, counted in
+    Redis: an 11th registration in the window is refused, whichever worker takes it."""
+    base, access_log, _ = production_web
+    registrar = bearer("agent")
+
+    def register(i):
+        body = {"name": f"fleet-{uuid.uuid4().hex[:8]}", "type": "QA", "capabilities": ["TESTING"]}
+        with requests.Session() as session:
+            response = session.post(
+                f"{base}/api/v1/agents/register", json=body, headers=registrar, timeout=10
+            )
+            return response.status_code, response
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(register, range(14)))
+    statuses = Counter(status for status, _ in answers)
+    assert statuses == {201: 10, 429: 4}, statuses
+    for status, response in answers:
+        if status == 429:
+            assert "registration" in response.json()["error"]["message"]
+            assert 1 <= int(response.headers["Retry-After"]) <= 60
+    time.sleep(0.5)
+    lines = _log_lines(access_log, "/api/v1/agents/register")
+    assert len({pid for pid, _ in lines}) == 2, lines

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from flask import current_app
 from flask.views import MethodView
 
+from orchestrator_api import auth
 from orchestrator_api.database import db, in_transaction
 from orchestrator_api.resources.common import Blueprint, parse_id
 from orchestrator_api.resources.tasks import task_views
@@ -21,7 +22,6 @@ from orchestrator_api.schemas.agents import (
 )
 from orchestrator_api.schemas.common import page_body
 from orchestrator_api.schemas.tasks import TaskListSchema
-from shared import tokens
 from shared.db import Database
 from shared.errors import AgentNotFound
 from shared.models import Agent
@@ -55,17 +55,11 @@ def register_agent(body):
     the agent's own token (role agent, its agent_id), which it uses from then on."""
     agent = service.register(db(), **body)
     db().flush()
-    token = tokens.mint(
-        key=current_app.extensions["orchestrator"].settings.secret_key,
-        sub=agent.name,
-        role="agent",
-        agent_id=agent.id,
-        ttl_seconds=tokens.AGENT_TTL_SECONDS,
-    )
+    token = auth.mint_agent_token(agent.id)  # its sub is agent:<id>, never the name
     return {**agent_views([agent], {agent.id: 0})[0], "token": token}
 
 
-@blp.route("/<id(register):agent_id>")  # not /register: that is its own route
+@blp.route("/<agent_id>")
 class AgentById(MethodView):
     @blp.response(200, AgentSchema)
     def get(self, agent_id):

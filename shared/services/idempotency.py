@@ -1,14 +1,27 @@
-"""Idempotent POSTs: the same key and request within 24 hours get the first answer."""
+"""Idempotent POSTs: the same key and request within 24 hours get the first answer.
+
+Keys belong to a client (orchestrator_api/auth.py `client_key`). A request is the same
+when its method, path and query, and body are: the body as parsed JSON (canonical form:
+sorted keys, no whitespace), so the same JSON written differently is the same request.
+Answers are stored to be replayed; no secret is ever among them (the API strips an agent's
+token before recording a registration, and mints a fresh one on replay).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from shared.errors import Conflict
+
 TTL_HOURS = 24
+HEADER = "Idempotency-Key"
+NOT_JSON = object()  # fingerprint: a body that is not JSON (compared as bytes)
 
 
 @dataclass(frozen=True)
@@ -17,12 +30,26 @@ class Replay:
     body: str
 
 
-class Mismatch(Exception):
-    """The key was used for a different request."""
+class Mismatch(Conflict):
+    """The key was used for a different request: 409 CONFLICT."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"{HEADER} {key!r} was already used for a different request")
+        self.key = key
 
 
-def fingerprint(method: str, path: str, body: bytes) -> str:
-    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + body).hexdigest()
+def canonical_json(value: Any) -> bytes:
+    """One spelling of a JSON value: sorted keys, no whitespace, ASCII (escaped), so
+    whitespace, key order and escapes make no difference."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def fingerprint(method: str, path: str, body: bytes, parsed: Any = NOT_JSON) -> str:
+    """The request's identity: `parsed` is the body as JSON where it is JSON (compared in
+    its canonical form), else the raw bytes are compared (in practice an empty body: the
+    API refuses any other that is not JSON; unprefixed, as before the canonical form)."""
+    content = body if parsed is NOT_JSON else b"json " + canonical_json(parsed)
+    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + content).hexdigest()
 
 
 def claim(db: Session, *, client: str, key: str, print_: str) -> Replay | None:

@@ -156,6 +156,21 @@ BAD_TOKENS = {
     "unknown role": lambda key: _signed(_claims(role="superuser"), key),
     "agent_id on an admin": lambda key: _signed(_claims(agent_id=str(uuid.uuid4())), key),
     "garbage": lambda key: "garbage",
+    # lifetimes and dates (issue 12): each a 401, never a 500 nor a token for ever
+    "exp 1e308": lambda key: _signed(_claims(exp=1e308), key),
+    "exp of 400 digits": lambda key: _signed(_claims(exp=10**400), key),
+    "exp a year away": lambda key: _signed(_claims(exp=_now() + 366 * 86400), key),
+    "exp infinite": lambda key: _signed(_claims(exp=float("inf")), key),
+    "exp NaN": lambda key: _signed(_claims(exp=float("nan")), key),
+    "exp a string": lambda key: _signed(_claims(exp=str(_now() + 60)), key),
+    "iat -1e308": lambda key: _signed(_claims(iat=-1e308), key),
+    "iat 1e308": lambda key: _signed(_claims(iat=1e308), key),
+    "iat an hour ahead": lambda key: _signed(_claims(iat=_now() + 3600, exp=_now() + 7200), key),
+    "iat a list": lambda key: _signed(_claims(iat=[1]), key),
+    # a person's sub in the agents' namespace
+    "sub agent: on an operator": lambda key: _signed(
+        _claims(sub=f"agent:{uuid.uuid4()}", role="operator"), key
+    ),
 }
 
 
@@ -264,7 +279,8 @@ def test_an_agent_token_without_agent_id_may_only_register(prod_app, as_role, fl
     new = register_agent(registrar, "self-registered")
     verified = tokens.verify(new["token"], key=KEY)
     assert verified.role == "agent" and str(verified.agent_id) == new["id"]
-    assert verified.sub == "self-registered"
+    # an agent's identity is its own, never its name (which may be a person's sub)
+    assert verified.sub == f"agent:{new['id']}"
     itself = agent_client(prod_app, new)
     beat = itself.post(f"/api/v1/agents/{new['id']}/heartbeat", json={"current_load": 7})
     assert beat.status_code == 200 and beat.json["current_load"] == 7
@@ -279,6 +295,7 @@ def test_every_registration_answer_carries_the_agents_token(client):
     verified = tokens.verify(response.json["token"], key=DEV_KEY)
     assert str(verified.agent_id) == response.json["id"]
     assert verified.exp - verified.iat == tokens.AGENT_TTL_SECONDS
+    assert verified.sub == f"agent:{response.json['id']}"
 
 
 # --- broken object-level authorisation: agent B on agent A's things, route by route ------

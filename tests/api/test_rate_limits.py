@@ -7,6 +7,7 @@ import logging
 import random
 import time
 
+import jwt
 import pytest
 
 from shared import tokens
@@ -122,3 +123,77 @@ def test_redis_down_the_api_keeps_serving(settings, database, caplog):
     assert "Rate limit storage unreachable" in caplog.text
     # meanwhile each process counts in memory: the limit still holds per process
     assert_error(client.get("/api/v1/sessions"), 429, "RATE_LIMITED")
+
+
+# --- identities and what a registration token can mint (issue 12) -------------------------
+
+
+def agent_body(name=None):
+    return {"name": name or unique_sub(), "type": "QA", "capabilities": ["TESTING"]}
+
+
+def test_an_agent_named_like_a_person_has_a_budget_of_its_own(client):
+    person = unique_sub()
+    registered = client.post(
+        "/api/v1/agents/register", json=agent_body(person), headers=bearer(unique_sub(), "admin")
+    )
+    assert registered.status_code == 201
+    agent = registered.json
+    for _ in range(LIMIT):
+        assert client.get("/api/v1/sessions", headers=bearer(person)).status_code == 200
+    assert_error(client.get("/api/v1/sessions", headers=bearer(person)), 429, "RATE_LIMITED")
+    own = {"Authorization": f"Bearer {agent['token']}"}
+    response = client.get(f"/api/v1/agents/{agent['id']}", headers=own)
+    assert response.status_code == 200
+    assert response.headers["X-RateLimit-Remaining"] == str(LIMIT - 1)
+    # a token from before the namespace (its sub the agent's name) is keyed by its agent
+    now = int(time.time())
+    legacy = jwt.encode(
+        {"sub": person, "role": "agent", "agent_id": agent["id"], "iat": now, "exp": now + 60},
+        DEVELOPMENT_SECRET_KEY,
+        algorithm="HS256",
+    )
+    response = client.get(
+        f"/api/v1/agents/{agent['id']}", headers={"Authorization": f"Bearer {legacy}"}
+    )
+    assert response.status_code == 200
+    assert response.headers["X-RateLimit-Remaining"] == str(LIMIT - 2)
+
+
+def test_a_registration_token_mints_a_bounded_number_of_agents(settings, database):
+    flask_app = make_app(settings, database, agent_registration_limit="2/minute")
+    client = flask_app.test_client()
+    client.environ_base["REMOTE_ADDR"] = new_address()
+    registrar = bearer(unique_sub(), "agent")
+    for _ in range(2):
+        response = client.post("/api/v1/agents/register", json=agent_body(), headers=registrar)
+        assert response.status_code == 201
+    response = client.post("/api/v1/agents/register", json=agent_body(), headers=registrar)
+    error = assert_error(response, 429, "RATE_LIMITED")
+    assert "registration" in error["message"]
+    assert response.headers["X-RateLimit-Limit"] == "2"
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    # another registration token has its own; an operator (who may act on every agent
+    # anyway) only RATE_LIMIT
+    other = bearer(unique_sub(), "agent")
+    assert (
+        client.post("/api/v1/agents/register", json=agent_body(), headers=other).status_code == 201
+    )
+    operator = bearer(unique_sub(), "operator")
+    for _ in range(3):
+        response = client.post("/api/v1/agents/register", json=agent_body(), headers=operator)
+        assert response.status_code == 201
+
+
+def test_the_registration_bound_holds_with_redis_down(settings, database):
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    flask_app = make_app(settings, database, redis_url=dead, agent_registration_limit="1/minute")
+    client = flask_app.test_client()
+    registrar = bearer(unique_sub(), "agent")
+    assert (
+        client.post("/api/v1/agents/register", json=agent_body(), headers=registrar).status_code
+        == 201
+    )
+    response = client.post("/api/v1/agents/register", json=agent_body(), headers=registrar)
+    assert "registration" in assert_error(response, 429, "RATE_LIMITED")["message"]

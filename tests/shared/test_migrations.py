@@ -1,5 +1,7 @@
 """The models and the migrations must describe the same schema."""
 
+import contextlib
+import json
 import os
 
 from alembic import command
@@ -18,7 +20,9 @@ def test_models_and_migrations_agree(database):
         assert compare_metadata(context, Base.metadata) == []
 
 
-def test_downgrade_and_upgrade_round_trip(database):
+@contextlib.contextmanager
+def scratch_database(database):
+    """An empty database of its own, and an Alembic config pointing at it."""
     admin = create_engine(
         database.settings.sqlalchemy_url.rsplit("/", 1)[0] + "/postgres",
         isolation_level="AUTOCOMMIT",
@@ -32,13 +36,56 @@ def test_downgrade_and_upgrade_round_trip(database):
     config.attributes["url"] = url
     config.attributes["skip_logging"] = True
     try:
+        yield url, config
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_downgrade_and_upgrade_round_trip(database):
+    with scratch_database(database) as (url, config):
         command.upgrade(config, "head")
         command.downgrade(config, "base")
         engine = create_engine(url)
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
         engine.dispose()
         command.upgrade(config, "head")
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+
+
+def test_0005_purges_the_agent_tokens_stored_in_answers(database):
+    """Registration answers stored before issue 12 carry the agent's 30-day token."""
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2VjcmV0"
+    agent = {"id": "0b0e7f0e-4a8b-4bd3-8a53-2f4d2b1e9c11", "name": "alice", "token": token}
+    rows = {
+        "registration": json.dumps(agent),
+        "session": json.dumps({"id": "s-1", "title": "a title naming a token"}),
+        "claimed, no answer yet": None,
+        "not JSON": 'plain "token" text',
+        "a task whose result has a token": json.dumps({"id": "t-1", "result": {"token": "x"}}),
+    }
+    with scratch_database(database) as (url, config):
+        command.upgrade(config, "0004")
+        engine = create_engine(url)
+        with engine.begin() as connection:
+            for key, body in rows.items():
+                connection.execute(
+                    text(
+                        "INSERT INTO idempotency_keys "
+                        "(client, key, fingerprint, status_code, response_body) "
+                        "VALUES ('sub:fleet', :key, 'f', 201, :body)"
+                    ),
+                    {"key": key, "body": body},
+                )
+        command.upgrade(config, "0005")
+        with engine.connect() as connection:
+            after = dict(
+                connection.execute(text("SELECT key, response_body FROM idempotency_keys")).all()
+            )
+        assert json.loads(after.pop("registration")) == {
+            k: v for k, v in agent.items() if k != "token"
+        }
+        # the others are untouched: a token deeper down is the client's own data
+        assert after == {k: v for k, v in rows.items() if k != "registration"}
+        command.downgrade(config, "0004")  # nothing to restore: the tokens are gone for good
+        engine.dispose()

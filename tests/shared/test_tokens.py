@@ -31,9 +31,9 @@ def claims(**changes):
 
 def test_mint_then_verify():
     agent_id = uuid.uuid4()
-    token = tokens.mint(key=KEY, sub="a-1", role="agent", agent_id=agent_id, ttl_seconds=90)
+    token = tokens.mint(key=KEY, role="agent", agent_id=agent_id, ttl_seconds=90)
     verified = tokens.verify(token, key=KEY)
-    assert verified.sub == "a-1" and verified.role == "agent"
+    assert verified.sub == f"agent:{agent_id}" and verified.role == "agent"
     assert verified.agent_id == agent_id
     assert verified.exp - verified.iat == 90
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
@@ -104,15 +104,13 @@ def run_cli(*args, env=None):
 
 
 def test_the_token_command_prints_a_token_the_api_accepts():
-    agent_id = str(uuid.uuid4())
     result = run_cli(
-        "--role", "agent", "--sub", "bot", "--agent-id", agent_id, "--ttl", "120",
-        env={"API_SECRET_KEY": KEY},
-    )  # fmt: skip
+        "--role", "operator", "--sub", "bot", "--ttl", "120", env={"API_SECRET_KEY": KEY}
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     verified = tokens.verify(result.stdout.strip(), key=KEY)
-    assert (verified.sub, verified.role, str(verified.agent_id)) == ("bot", "agent", agent_id)
+    assert (verified.sub, verified.role, verified.agent_id) == ("bot", "operator", None)
     assert verified.exp - verified.iat == 120
 
 
@@ -157,3 +155,159 @@ def test_a_verified_token_is_not_valid_under_another_key():
     tokens.verify(token, key=KEY)
     with pytest.raises(Unauthorized, match="signature"):
         tokens.verify(token, key="another-key-of-at-least-32-characters!")
+
+
+# --- lifetimes and NumericDates (issue 12) -------------------------------------------------
+
+
+def sign_raw(payload: str, key: str = KEY) -> str:
+    """A token whose payload is this exact JSON text, validly signed."""
+    import hashlib
+    import hmac
+
+    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = _b64(payload.encode())
+    signature = hmac.new(key.encode(), f"{header}.{body}".encode(), hashlib.sha256).digest()
+    return f"{header}.{body}.{_b64(signature)}"
+
+
+def raw_claims(exp, iat=None) -> str:
+    iat = int(time.time()) if iat is None else iat
+    return f'{{"sub": "alice", "role": "admin", "iat": {iat}, "exp": {exp}}}'
+
+
+# Each a payload, made when the test runs.
+ABSURD_DATES = {
+    "exp 1e308": lambda: raw_claims("1e308"),
+    "exp of 400 digits": lambda: raw_claims("9" * 400),
+    "exp a year away": lambda: raw_claims(int(time.time()) + 366 * 24 * 3600),
+    "exp just over the cap": lambda: raw_claims(
+        int(time.time()) + tokens.DEFAULT_MAX_TTL_SECONDS + 1
+    ),
+    "exp Infinity": lambda: raw_claims("Infinity"),
+    "exp NaN": lambda: raw_claims("NaN"),
+    "exp a string": lambda: raw_claims(f'"{int(time.time()) + 60}"'),
+    "exp true": lambda: raw_claims("true"),
+    "exp a list": lambda: raw_claims("[1]"),
+    "exp an object": lambda: raw_claims("{}"),
+    "iat -1e308": lambda: raw_claims(int(time.time()) + 60, iat="-1e308"),
+    "iat of 400 negative digits": lambda: raw_claims(int(time.time()) + 60, iat="-" + "9" * 400),
+    "iat 1e308": lambda: raw_claims(int(time.time()) + 60, iat="1e308"),
+    "iat a string": lambda: raw_claims(int(time.time()) + 60, iat='"0"'),
+    "iat NaN": lambda: raw_claims(int(time.time()) + 60, iat="NaN"),
+    "iat an hour ahead": lambda: raw_claims(int(time.time()) + 7200, iat=int(time.time()) + 3600),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ABSURD_DATES))
+def test_absurd_lifetimes_and_dates_are_refused(kind):
+    with pytest.raises(Unauthorized):
+        tokens.verify(sign_raw(ABSURD_DATES[kind]()), key=KEY)
+
+
+def test_the_cap_is_a_setting_and_holds_for_a_token_already_verified():
+    token = tokens.mint(key=KEY, sub="capped", role="viewer", ttl_seconds=7200)
+    assert tokens.verify(token, key=KEY).sub == "capped"  # remembered now
+    with pytest.raises(Unauthorized, match="lifetime"):
+        tokens.verify(token, key=KEY, max_ttl_seconds=3600)
+    assert tokens.verify(token, key=KEY, max_ttl_seconds=7200).sub == "capped"
+
+
+def test_iat_within_the_leeway_and_fractional_dates_are_fine():
+    now = int(time.time())
+    assert tokens.verify(sign_raw(raw_claims(now + 60, iat=now + 5)), key=KEY).iat == now + 5
+    verified = tokens.verify(sign_raw(raw_claims(f"{now + 60}.5", iat=f"{now}.25")), key=KEY)
+    assert (verified.exp, verified.iat) == (now + 60, now)
+
+
+def test_mint_refuses_a_ttl_over_the_cap():
+    with pytest.raises(ValueError, match="TOKEN_MAX_TTL_SECONDS"):
+        tokens.mint(key=KEY, sub="x", role="admin", ttl_seconds=tokens.DEFAULT_MAX_TTL_SECONDS + 1)
+    with pytest.raises(ValueError):
+        tokens.mint(key=KEY, sub="x", role="admin", ttl_seconds=3601, max_ttl_seconds=3600)
+
+
+def test_the_default_cap_covers_agent_tokens_and_is_the_settings_default():
+    from shared.config import Settings
+
+    assert tokens.AGENT_TTL_SECONDS < tokens.DEFAULT_MAX_TTL_SECONDS <= 32 * 24 * 3600
+    assert Settings().token_max_ttl_seconds == tokens.DEFAULT_MAX_TTL_SECONDS
+    assert Settings.from_env({"TOKEN_MAX_TTL_SECONDS": "3600"}).token_max_ttl_seconds == 3600
+    # a cap shorter than 30 days shortens the registration tokens with it
+    short = tokens.verify(
+        tokens.mint_agent(key=KEY, agent_id=uuid.uuid4(), max_ttl_seconds=3600),
+        key=KEY,
+        max_ttl_seconds=3600,
+    )
+    assert short.exp - short.iat == 3600
+
+
+# --- identities: agents in a namespace of their own (issue 12) ----------------------------
+
+
+def test_an_agent_token_is_named_after_its_agent_not_its_name():
+    agent_id = uuid.uuid4()
+    token = tokens.mint(key=KEY, sub="alice", role="agent", agent_id=agent_id)
+    verified = tokens.verify(token, key=KEY)
+    assert verified.sub == f"agent:{agent_id}" == tokens.agent_sub(agent_id)
+    registered = tokens.verify(tokens.mint_agent(key=KEY, agent_id=agent_id), key=KEY)
+    assert registered.sub == f"agent:{agent_id}" and registered.agent_id == agent_id
+    assert registered.exp - registered.iat == tokens.AGENT_TTL_SECONDS
+
+
+def test_a_persons_sub_may_not_be_in_the_agents_namespace():
+    with pytest.raises(ValueError, match="agent:"):
+        tokens.mint(key=KEY, sub=f"agent:{uuid.uuid4()}", role="admin")
+    with pytest.raises(ValueError, match="agent:"):
+        tokens.mint(key=KEY, sub="agent:fleet", role="agent")
+    forged = sign(claims(sub=f"agent:{uuid.uuid4()}", role="operator"))
+    with pytest.raises(Unauthorized, match="agent_id"):
+        tokens.verify(forged, key=KEY)
+    other = sign(claims(sub=f"agent:{uuid.uuid4()}", role="agent", agent_id=str(uuid.uuid4())))
+    with pytest.raises(Unauthorized, match="another agent"):
+        tokens.verify(other, key=KEY)
+
+
+def test_a_token_from_before_the_namespace_still_works():
+    """Registration tokens of up to 30 days ago carry the agent's name as `sub`; the API
+    keys them by their agent_id (tests/api/test_rate_limits.py)."""
+    agent_id = uuid.uuid4()
+    legacy = sign(claims(sub="alice", role="agent", agent_id=str(agent_id)))
+    assert tokens.verify(legacy, key=KEY).agent_id == agent_id
+
+
+def test_the_token_command_mints_agent_tokens_in_their_namespace():
+    agent_id = str(uuid.uuid4())
+    result = run_cli("--role", "agent", "--agent-id", agent_id, env={"API_SECRET_KEY": KEY})
+    assert result.returncode == 0, result.stderr
+    verified = tokens.verify(result.stdout.strip(), key=KEY)
+    assert verified.sub == f"agent:{agent_id}" and str(verified.agent_id) == agent_id
+    same = run_cli(
+        "--role", "agent", "--sub", f"agent:{agent_id}", "--agent-id", agent_id,
+        env={"API_SECRET_KEY": KEY},
+    )  # fmt: skip
+    assert same.returncode == 0, same.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--role", "operator", "--sub", "agent:someone"),
+        ("--role", "agent", "--sub", "agent:fleet"),
+        ("--role", "agent", "--sub", "bot", "--agent-id", str(uuid.uuid4())),
+        ("--role", "agent"),
+        ("--role", "admin", "--sub", "x", "--ttl", str(tokens.DEFAULT_MAX_TTL_SECONDS + 1)),
+    ],
+)
+def test_the_token_command_refuses_what_the_api_would(args):
+    result = run_cli(*args, env={"API_SECRET_KEY": KEY})
+    assert result.returncode != 0
+    assert result.stdout == ""
+
+
+def test_the_token_command_follows_the_servers_cap():
+    env = {"API_SECRET_KEY": KEY, "TOKEN_MAX_TTL_SECONDS": "3600"}
+    refused = run_cli("--role", "admin", "--sub", "x", "--ttl", "3601", env=env)
+    assert refused.returncode != 0 and refused.stdout == ""
+    assert "TOKEN_MAX_TTL_SECONDS" in refused.stderr
+    assert run_cli("--role", "admin", "--sub", "x", "--ttl", "3600", env=env).returncode == 0
