@@ -59,7 +59,7 @@ def register_agent(body):
     return {**agent_views([agent], {agent.id: 0})[0], "token": token}
 
 
-@blp.route("/<agent_id>")
+@blp.route("/<id(register):agent_id>")  # not /register: that is its own route
 class AgentById(MethodView):
     @blp.response(200, AgentSchema)
     def get(self, agent_id):
