@@ -2,9 +2,10 @@
 
 The page is a shell; the JavaScript modules under `static/dashboard/` (entry `main.js`)
 read the API over HTTP and follow the WebSocket streams, with the same token (kept in
-the browser's sessionStorage). No build step and nothing from a CDN: the page works
-offline. Outside /api/v1, so neither authentication nor the rate limit applies to the
-page itself; its API calls have both.
+the browser's sessionStorage); a SharedWorker (`stream_worker.js`) holds the streams for
+every tab. No build step and nothing from a CDN: the page works offline. Outside /api/v1,
+so neither authentication nor the rate limit applies to the page itself (nor to
+/favicon.ico); its API calls have both.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ def index():
     return redirect(url_for("dashboard.dashboard"))
 
 
+@blp.get("/favicon.ico")
+def favicon():
+    """Browsers ask for it on every page (/docs too): the dashboard's SVG icon."""
+    response = redirect(url_for("static", filename="dashboard/favicon.svg"), code=301)
+    response.headers["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
 @blp.get("/dashboard")
 def dashboard():
     settings = current_app.extensions["orchestrator"].settings
@@ -54,11 +63,12 @@ def dashboard():
         templates=templates,
     )
     response = current_app.make_response(html)
-    # Only this origin's script, styles and sockets; no inline script, no framing.
+    # Only this origin's script, styles, worker and sockets; no inline script, no framing.
     sockets = f"ws://{request.host} wss://{request.host}"
     response.headers["Content-Security-Policy"] = (
         f"default-src 'self'; connect-src 'self' {sockets}; img-src 'self' data:; "
-        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        "worker-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
     )
     response.headers["Cache-Control"] = "no-store"
     return response

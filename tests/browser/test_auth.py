@@ -82,12 +82,33 @@ def test_a_token_refused_later_brings_the_form_back(production, page):
     expect(page.locator("#sessions-view")).to_be_hidden()
 
 
-def test_a_viewer_sees_why_an_action_is_refused(production, page):
+def test_a_viewer_sees_no_write_controls(production, page):
+    """The page reads the role from the token's claims: a viewer gets no forms and no
+    action buttons (the API would refuse them), an operator gets them."""
     operator = Api(production, token())
-    session = operator.session(f"Read only {uuid.uuid4().hex[:6]}")
+    session = operator.session(f"Read only {uuid.uuid4().hex[:6]}", start=True)
+    task = operator.task(session["id"], "Look, do not touch")
     page.goto(f"{production}/dashboard")
     sign_in(page, token("viewer"))
+    expect(page.locator("#role")).to_have_text("viewer (read only)")
     row = page.locator("#sessions-body tr", has_text=session["title"])
-    row.get_by_role("button", name=f"Start session {session['title']}", exact=True).click()
-    expect(page.locator("#message")).to_contain_text("A viewer token may only read")
-    expect(row.locator(".status-cell")).to_have_text("PENDING")
+    expect(row.locator(".status-cell")).to_have_text("RUNNING")
+    expect(row.get_by_role("button")).to_have_count(0)
+    expect(page.locator("#session-form")).to_be_hidden()
+    row.get_by_role("link", name=session["title"]).click()
+    expect(page.locator("#session-summary .badge")).to_have_text("RUNNING")
+    expect(page.locator("#session-actions").get_by_role("button")).to_have_count(0)
+    expect(page.locator("#task-form")).to_be_hidden()
+    expect(page.locator("#decompose-form")).to_be_hidden()
+    page.locator(f'.node[data-task-id="{task["id"]}"]').click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Look, do not touch")
+    expect(dialog.locator(".detail-actions")).to_have_count(0)  # no cancel, no assign
+
+    page.keyboard.press("Escape")
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, token("operator"))
+    expect(page.locator("#role")).to_have_text("operator")
+    actions = page.locator("#session-actions")  # back on the session's page
+    expect(actions.get_by_role("button", name=f"Pause session {session['title']}")).to_be_visible()
+    expect(page.locator("#task-form")).to_be_visible()

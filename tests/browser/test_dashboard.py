@@ -99,34 +99,67 @@ def test_create_a_session_and_watch_its_task_complete_live(live, page, api):
     assert page.evaluate("window.notReloaded") is True
 
 
-def test_a_refused_action_shows_the_api_message(live, page, api):
-    title = unique("Not started")
-    session = api.session(title)
-    refused = requests.post(f"{live}/api/v1/sessions/{session['id']}/complete", timeout=10)
-    assert refused.status_code == 400
-    message = refused.json()["error"]["message"]
+def session_buttons(scope) -> list[str]:
+    """The session actions a row or the session's page offers (the visible buttons)."""
+    return scope.locator(".actions button:visible").all_inner_texts()
 
+
+def test_only_the_actions_the_state_allows_are_offered(live, page, api):
+    title = unique("Offered")
+    api.session(title)
     open_dashboard(page, live)
     row = session_row(page, title)
     expect(row.locator(".status-cell")).to_have_text("PENDING")
-    row.get_by_role("button", name=f"Complete session {title}", exact=True).click()
-    alert = page.get_by_role("alert").filter(has_text=message)
-    expect(alert).to_be_visible()
-    expect(page.locator("#message")).to_have_attribute("data-kind", "error")
-    expect(row.locator(".status-cell")).to_have_text("PENDING")
+    assert session_buttons(row) == ["Start", "Cancel"]
+    row.get_by_role("button", name=f"Start session {title}", exact=True).click()
+    expect(row.locator(".status-cell")).to_have_text("RUNNING")
+    expect(row.locator(".actions button:visible")).to_have_count(3)
+    assert session_buttons(row) == ["Pause", "Cancel", "Complete"]
 
-    # the same buttons on the session's page: a refused pause, then an accepted start
+    # the same on the session's page, from the keyboard
     row.get_by_role("link", name=title).click()
     expect(page.locator("#session-title-heading")).to_have_text(title)
     actions = page.locator("#session-actions")
-    actions.get_by_role("button", name=f"Pause session {title}", exact=True).click()
-    expect(page.locator("#message")).to_contain_text("pause")
-    expect(page.locator("#message")).to_contain_text("PENDING")
-    start = actions.get_by_role("button", name=f"Start session {title}", exact=True)
-    start.focus()
-    page.keyboard.press("Enter")  # the buttons work from the keyboard
-    expect(page.locator("#session-summary .badge")).to_have_text("RUNNING")
-    expect(page.locator("#message")).to_contain_text("started")
+    pause = actions.get_by_role("button", name=f"Pause session {title}", exact=True)
+    pause.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#session-summary .badge")).to_have_text("PAUSED")
+    expect(page.locator("#message")).to_contain_text("paused")
+    expect(actions.locator("button:visible")).to_have_count(2)
+    assert session_buttons(page.locator("#session-view .view-head")) == ["Resume", "Cancel"]
+    actions.get_by_role("button", name=f"Cancel session {title}", exact=True).click()
+    expect(page.locator("#session-summary .badge")).to_have_text("CANCELLED")
+    expect(actions.locator("button:visible")).to_have_count(0)
+    expect(page.locator("#task-form")).to_be_hidden()  # a finished session takes no tasks
+
+
+def test_an_action_refused_meanwhile_shows_the_api_message(live, page, api):
+    """The page has not heard yet that the session started elsewhere (its stream is held):
+    the Start it still offers is refused, with the API's message."""
+    page.route_web_socket(re.compile(r"/ws/sessions(\?.*)?$"), hold_events)
+    title = unique("Started elsewhere")
+    session = api.session(title)
+    open_dashboard(page, live, "?no-shared-worker")
+    row = session_row(page, title)
+    expect(row.locator(".status-cell")).to_have_text("PENDING")
+    api.post(f"/api/v1/sessions/{session['id']}/start")
+    refused = requests.post(f"{live}/api/v1/sessions/{session['id']}/start", timeout=10)
+    assert refused.status_code == 400
+    message = refused.json()["error"]["message"]
+    row.get_by_role("button", name=f"Start session {title}", exact=True).click()
+    alert = page.get_by_role("alert").filter(has_text=message)
+    expect(alert).to_be_visible()
+    expect(page.locator("#message")).to_have_attribute("data-kind", "error")
+
+
+routed: list = []
+
+
+def hold_events(socket):
+    """A stream the page opens, connected to the server, whose events never reach it."""
+    server = socket.connect_to_server()
+    server.on_message(lambda message: None)
+    routed.append(socket)
 
 
 def test_decompose_from_the_page_draws_the_graph(live, page, api):
@@ -211,15 +244,9 @@ def test_agents_view_shows_an_agent_and_its_load_live(live, page, api):
 def test_events_dropped_makes_the_page_reload_over_http(live, page, api):
     """The server says the events the page asked for are gone: the page reloads its view
     over HTTP instead of trusting what it has (the stream is intercepted to hold events)."""
-    routed = []
-
-    def hold_events(socket):
-        server = socket.connect_to_server()
-        server.on_message(lambda message: None)  # the page hears nothing from the server
-        routed.append(socket)
-
     page.route_web_socket(re.compile(r"/ws/sessions(\?.*)?$"), hold_events)
-    open_dashboard(page, live)
+    # Playwright routes the page's own sockets: without the SharedWorker, the page holds them
+    open_dashboard(page, live, "?no-shared-worker")
     title = unique("Unheard")
     api.session(title)
     page.wait_for_timeout(1000)
@@ -233,3 +260,29 @@ def test_an_unknown_session_says_so(live, page):
     open_dashboard(page, live, f"#/sessions/{uuid.uuid4()}")
     expect(page.locator("#session-title-heading")).to_have_text("Session not found")
     expect(page.locator("#message")).to_contain_text("does not exist")
+
+
+def test_no_console_errors_and_a_favicon(live, browser, api):
+    """Every view loads without a console error (before: a 404 for /favicon.ico each load)."""
+    icon = requests.get(f"{live}/favicon.ico", timeout=10)
+    assert icon.status_code == 200 and icon.headers["Content-Type"].startswith("image/svg+xml")
+    assert icon.history and icon.history[0].status_code in (301, 302)
+    session = api.session(unique("Quiet console"))
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
+    try:
+        open_dashboard(page, live)
+        expect(page.locator("link[rel=icon]")).to_have_attribute("type", "image/svg+xml")
+        for hash_ in ("#/agents", "#/activity", f"#/sessions/{session['id']}", "#/sessions"):
+            page.goto(f"{live}/dashboard{hash_}")
+            expect(page.locator("#connection")).to_have_text("Live")
+        page.wait_for_timeout(1000)
+    finally:
+        context.close()
+    assert not errors, errors
+    assert not failed, failed

@@ -1,28 +1,36 @@
 /* The orchestrator dashboard: plain JavaScript modules, no build step, no dependencies.
- * This one: the system strip, the token flow, the router and the start.
+ * This one: the system strip, the router and the start.
  *
- * Each view loads a snapshot over HTTP and follows one WebSocket stream (plus /ws/system
- * for the health strip). Ordering: the stream is opened first and the snapshot fetched once
- * it is open, so no event falls between the two; events that arrive while a snapshot is in
- * flight are replayed on top of it. Events carry absolute values (a task's new status), so
- * replaying one the snapshot already holds is harmless. A dropped stream reconnects with
- * ?last_event_id= and receives what it missed; "events.dropped" means too much was missed,
- * and the view reloads over HTTP.
+ * Each view loads a snapshot over HTTP once and then follows WebSocket streams (plus
+ * /ws/system for the health strip), which a SharedWorker holds for every tab of the origin
+ * (streams.js). Ordering: the stream is opened first and the snapshot fetched once it is
+ * open, so no event falls between the two; events that arrive while a snapshot is in flight
+ * are replayed on top of it, where they set absolute values (a task's new status) and never
+ * relative ones (a count). A dropped stream reconnects with ?last_event_id= and receives what
+ * it missed; "events.dropped" means too much was missed, and the view reloads over HTTP.
+ * Anything else fetched over HTTP is what events cannot tell, in the background, within the
+ * rate budget (budget.js).
  */
 
+import { start as startActivity, stop as stopActivity } from "./activity.js";
+import { ActivityView } from "./activity_view.js";
 import { AgentsView } from "./agents_view.js";
-import { api } from "./http.js";
+import { auth } from "./auth.js";
 import { SessionView } from "./session_view.js";
 import { SessionsView } from "./sessions_view.js";
 import { Stream, showConnection } from "./streams.js";
-import { $, TOKEN_KEY, config, notice, plural } from "./util.js";
+import { $, UNKNOWN, config, notice, plural } from "./util.js";
 
 /* ---------- the system strip ---------- */
 
 export const system = {
   stream: null,
   start() {
-    this.stream = new Stream("/ws/system", { onEvent: (message) => this.show(message) });
+    this.unknown();
+    this.stream = new Stream("/ws/system", {
+      onEvent: (message) => this.show(message),
+      onDown: () => this.unknown(), // no stale or made-up figures while it is down
+    });
     this.stream.open();
     const link = $("#flower-link");
     link.href =
@@ -32,6 +40,13 @@ export const system = {
   stop() {
     if (this.stream) this.stream.close();
     this.stream = null;
+  },
+  unknown() {
+    for (const id of ["#sys-database", "#sys-redis", "#sys-workers"]) {
+      $(id).textContent = UNKNOWN;
+      $(id).dataset.state = "unknown";
+    }
+    $("#sys-counts").textContent = "";
   },
   show(message) {
     if (message.type !== "system.health") return;
@@ -53,85 +68,6 @@ export const system = {
       plural(pick("tasks", "IN_PROGRESS"), "task", "tasks") + " in progress",
       plural(online, "agent", "agents") + " online",
     ].join(" · ");
-  },
-};
-
-/* ---------- auth ---------- */
-
-export const auth = {
-  token: window.sessionStorage.getItem(TOKEN_KEY) || null,
-  probing: false,
-  lastProbe: 0,
-
-  show(message, isError) {
-    stopApp();
-    for (const view of document.querySelectorAll(".view")) view.hidden = view.id !== "auth-view";
-    const intro = $("#auth-intro");
-    if (!intro.dataset.default) intro.dataset.default = intro.innerHTML;
-    if (isError || !message) intro.innerHTML = intro.dataset.default;
-    else intro.textContent = message;
-    $("#auth-error").textContent = isError ? message : "";
-    $("#auth-cancel").hidden = config.authRequired;
-    const input = $("#token-input");
-    input.value = "";
-    input.focus();
-    this.updateButton();
-  },
-
-  refused(message) {
-    const hadToken = Boolean(this.token);
-    this.forget();
-    this.show(hadToken
-      ? `The server refused the token: ${message}. Enter another token.`
-      : `This server requires a token: ${message}.`, true);
-  },
-
-  forget() {
-    this.token = null;
-    window.sessionStorage.removeItem(TOKEN_KEY);
-  },
-
-  async submit(event) {
-    event.preventDefault();
-    const token = $("#token-input").value.trim();
-    const error = $("#auth-error");
-    if (!token) {
-      error.textContent = "Enter a token.";
-      return;
-    }
-    error.textContent = "Checking the token…";
-    try {
-      await api("GET", "/api/v1/sessions?page_size=1", undefined, token);
-    } catch (failure) {
-      error.textContent = failure.status === 401
-        ? `The server refused this token: ${failure.message}`
-        : `The token could not be checked: ${failure.message}`;
-      $("#token-input").select();
-      return;
-    }
-    this.token = token;
-    window.sessionStorage.setItem(TOKEN_KEY, token);
-    error.textContent = "";
-    notice("Token accepted.");
-    startApp(true);
-  },
-
-  /** After repeated refused WebSocket connects: a 401 over HTTP brings the token form. */
-  async probe() {
-    if (this.probing || Date.now() - this.lastProbe < 10000) return;
-    this.probing = true;
-    this.lastProbe = Date.now();
-    try {
-      await api("GET", "/api/v1/sessions?page_size=1");
-    } catch (error) {
-      /* api() has handled a 401; anything else is the server being away */
-    } finally {
-      this.probing = false;
-    }
-  },
-
-  updateButton() {
-    $("#token-button").textContent = this.token ? "Sign out" : "Set token";
   },
 };
 
@@ -158,6 +94,7 @@ export function parseHash() {
   const params = new URLSearchParams(search || "");
   const parts = path.split("/").filter(Boolean);
   if (parts[0] === "agents") return { name: "agents", key: "agents", params };
+  if (parts[0] === "activity") return { name: "activity", key: "activity", params };
   if (parts[0] === "sessions" && parts[1]) {
     const id = decodeURIComponent(parts[1]);
     return { name: "session", key: `session:${id}`, params, id };
@@ -177,12 +114,13 @@ export function route() {
   current = views[target.name];
   currentKey = target.key;
   for (const link of document.querySelectorAll(".views-nav a")) {
-    const on = link.dataset.view === (target.name === "agents" ? "agents" : "sessions");
+    const on = link.dataset.view === (target.name === "session" ? "sessions" : target.name);
     if (on) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
   current.enter(target.params, target.id);
-  const name = { agents: "Agents", sessions: "Sessions", session: "Session" }[target.name];
+  const name = { agents: "Agents", sessions: "Sessions", session: "Session",
+    activity: "Activity" }[target.name];
   document.title = `${name} · Orchestrator`;
   notice(`${name} view`);
 }
@@ -191,7 +129,9 @@ export function startApp(tokenChecked = false) {
   stopApp();
   running = true;
   auth.updateButton();
+  auth.applyRole();
   system.start();
+  startActivity();
   route();
   // A kept token may have expired: a refused WebSocket says nothing of why, HTTP does.
   if (auth.token && !tokenChecked) auth.probe();
@@ -203,6 +143,7 @@ export function stopApp() {
   current = null;
   currentKey = null;
   system.stop();
+  stopActivity();
   showConnection();
 }
 
@@ -212,6 +153,7 @@ export function init() {
   views.sessions = new SessionsView();
   views.session = new SessionView();
   views.agents = new AgentsView();
+  views.activity = new ActivityView();
   window.addEventListener("hashchange", route);
   $("#message-close").addEventListener("click", () => { $("#message").hidden = true; });
   $("#auth-form").addEventListener("submit", (event) => auth.submit(event));

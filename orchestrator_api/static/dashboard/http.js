@@ -1,7 +1,9 @@
 /* Dashboard: calls to the API, with the token; the contract's error body as ApiError;
- * every page of a list. */
+ * every page of a list. Each call is counted (budget.js); a 429 pauses the page's
+ * background fetches until its Retry-After instead of raising a message per call. */
 
-import { auth } from "./app.js";
+import { auth } from "./auth.js";
+import { limited, spent } from "./budget.js";
 
 /* ---------- HTTP ---------- */
 
@@ -18,6 +20,7 @@ export async function api(method, path, payload, token = auth.token) {
   const headers = { Accept: "application/json" };
   if (payload !== undefined) headers["Content-Type"] = "application/json";
   if (token) headers.Authorization = `Bearer ${token}`;
+  spent();
   let response;
   try {
     response = await fetch(path, {
@@ -47,6 +50,7 @@ export async function api(method, path, payload, token = auth.token) {
     retryAfter,
   );
   if (response.status === 401 && token === auth.token) auth.refused(error.message);
+  if (response.status === 429) limited(retryAfter);
   throw error;
 }
 
@@ -60,4 +64,14 @@ export async function apiAll(path, params = {}) {
     if (!data.has_more) break;
   }
   return items;
+}
+
+/** The message for a failed call the user made, or null when another line already says
+ * it (401: the token form; 429: the rate-limit line). */
+export function failure(what, error) {
+  if (error.status === 401) return null;
+  if (error.status === 429) {
+    return `${what}: the rate limit is reached; try again in ${error.retryAfter || "a few"} s.`;
+  }
+  return `${what}: ${error.message}`;
 }

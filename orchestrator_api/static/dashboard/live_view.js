@@ -1,47 +1,55 @@
-/* Dashboard: a view fed by a snapshot over HTTP and a stream (the ordering is
- * described in app.js), progress bars, and the session action buttons. */
+/* Dashboard: a view fed by a snapshot over HTTP and by streams (the ordering is described
+ * in app.js), and the progress bars. */
 
-import { api } from "./http.js";
+import { refresher } from "./budget.js";
+import { failure } from "./http.js";
 import { Stream } from "./streams.js";
-import { PAST, REFRESH_MS, SESSION_ACTIONS, TASK_COLORS_ORDER, el, say, throttled } from "./util.js";
+import { TASK_COLORS_ORDER, el, say } from "./util.js";
 
-/* ---------- a view fed by a snapshot and a stream ---------- */
+/* ---------- a view fed by a snapshot and streams ---------- */
 
 export class LiveView {
   constructor(section) {
     this.section = section;
     this.active = false;
-    this.stream = null;
+    this.streams = [];
     this.seq = 0;
     this.inFlight = 0;
     this.buffer = [];
     this.stale = true;
+    this.loaded = false; // a snapshot arrived since enter(): until then, figures are "—"
     this.retryTimer = null;
     this.renderQueued = false;
-    this.refresh = throttled(() => this.load(), REFRESH_MS);
+    // Events that need what only HTTP has: one background reload for a burst (budget.js).
+    this.refresh = refresher(() => this.load());
   }
 
   show() {
     for (const view of document.querySelectorAll(".view")) view.hidden = view !== this.section;
     this.active = true;
+    this.loaded = false;
+    this.stale = true;
   }
 
-  follow(path) {
-    this.stream = new Stream(path, {
+  /** Follow the streams; the snapshot is fetched once all of them are open. */
+  follow(...paths) {
+    this.streams = paths.map((path) => new Stream(path, {
       onEvent: (message) => this.receive(message),
       onReady: (kind) => {
+        if (!this.streams.every((s) => s.up)) return;
         if (kind !== "resumed" || this.stale) this.load();
       },
       onResync: () => this.load(),
       onFatal: (reason) => this.fatal(reason),
-    });
-    this.stream.open();
+      onDown: () => this.queueRender(),
+    }));
+    for (const stream of this.streams) stream.open();
   }
 
   leave() {
     this.active = false;
-    if (this.stream) this.stream.close();
-    this.stream = null;
+    for (const stream of this.streams) stream.close();
+    this.streams = [];
     this.refresh.cancel();
     clearTimeout(this.retryTimer);
     this.buffer = [];
@@ -57,15 +65,16 @@ export class LiveView {
       if (seq === this.seq && this.active) {
         this.snapshot(data);
         this.stale = false;
+        this.loaded = true;
       }
     } catch (error) {
       if (seq === this.seq && this.active) {
         this.stale = true;
         this.loadFailed(error);
-        // Network errors wait for the stream to come back; refusals for their delay.
+        // Network errors wait for the stream to come back; refusals for their delay
+        // (a 429 pauses every background fetch: the refresher waits for it).
         if (error.status === 429 || error.status >= 500) {
-          const delay = (error.retryAfter || 3) * 1000;
-          this.retryTimer = setTimeout(() => this.load(), delay);
+          this.retryTimer = setTimeout(() => this.refresh(), (error.retryAfter || 3) * 1000);
         }
       }
     } finally {
@@ -73,7 +82,8 @@ export class LiveView {
       if (this.inFlight === 0 && this.active) {
         const pending = this.buffer;
         this.buffer = [];
-        for (const message of pending) this.apply(message);
+        // The snapshot may or may not hold these: apply() makes no relative change for them.
+        for (const message of pending) this.apply(message, true);
         this.render();
       }
     }
@@ -85,7 +95,7 @@ export class LiveView {
       this.buffer.push(message);
       return;
     }
-    this.apply(message);
+    this.apply(message, false);
     this.queueRender();
   }
 
@@ -99,7 +109,8 @@ export class LiveView {
   }
 
   loadFailed(error) {
-    if (error.status !== 401) say(`Could not load: ${error.message}`, "error");
+    if (error.status === 401 || error.status === 429) return; // the form, the rate line
+    say(failure("Could not load", error), "error");
   }
 
   fatal(reason) {
@@ -143,45 +154,18 @@ export function countTasks(tasks) {
   return { total: tasks.length, by_status: byStatus };
 }
 
-/* ---------- session actions (list and detail) ---------- */
-
-export function actionButtons(getSession, onDone) {
-  const group = el("div", { class: "actions", role: "group", "aria-label": "Session actions" });
-  for (const action of SESSION_ACTIONS) {
-    const label = action[0].toUpperCase() + action.slice(1);
-    const button = el("button", {
-      type: "button",
-      class: `action action-${action}`,
-      dataset: { action },
-      text: label,
-    });
-    button.addEventListener("click", async () => {
-      const session = getSession();
-      if (!session) return;
-      button.disabled = true;
-      button.setAttribute("aria-busy", "true");
-      try {
-        const updated = await api("POST", `/api/v1/sessions/${session.id}/${action}`);
-        say(`Session “${session.title}” ${PAST[action]}.`, "success");
-        onDone(updated);
-      } catch (error) {
-        if (error.status !== 401) {
-          say(`Could not ${action} “${session.title}”: ${error.message}`, "error");
-        }
-      } finally {
-        button.disabled = false;
-        button.removeAttribute("aria-busy");
-      }
-    });
-    group.append(button);
+/** A status change (or a new task) on a progress object; false when it cannot tell. */
+export function moveCount(progress, from, to) {
+  if (!progress) return false;
+  const counts = progress.by_status || (progress.by_status = {});
+  if (from) {
+    if (!counts[from]) return false;
+    counts[from] -= 1;
+  } else {
+    progress.total = (progress.total || 0) + 1;
   }
-  return group;
+  counts[to] = (counts[to] || 0) + 1;
+  const done = counts.COMPLETED || 0;
+  progress.percent_complete = progress.total ? (100 * done) / progress.total : 0;
+  return true;
 }
-
-export function labelActions(group, title) {
-  for (const button of group.querySelectorAll("button")) {
-    button.setAttribute("aria-label", `${button.textContent} session ${title}`);
-  }
-}
-
-/* ---------- Sessions view ---------- */

@@ -1,10 +1,14 @@
 /* Dashboard: the sessions list (filters, paging, progress, actions), live from
- * /ws/sessions. */
+ * /ws/sessions: statuses and progress counts follow the events; only what events cannot
+ * tell (a new session's fields, a session entering the filter) is fetched again, in the
+ * background (budget.js). */
 
+import { actionButtons, syncActions } from "./actions.js";
 import { go, query } from "./app.js";
-import { api } from "./http.js";
-import { LiveView, actionButtons, labelActions, progressBar } from "./live_view.js";
-import { $, PAGE_SIZE, badge, el, plural, say, when } from "./util.js";
+import { api, failure } from "./http.js";
+import { LiveView, moveCount, progressBar } from "./live_view.js";
+import { learnSessions } from "./names.js";
+import { $, PAGE_SIZE, UNKNOWN, badge, el, plural, say, when } from "./util.js";
 
 export class SessionsView extends LiveView {
   constructor() {
@@ -35,6 +39,8 @@ export class SessionsView extends LiveView {
 
   update(params) {
     this.setParams(params);
+    this.loaded = false;
+    this.render();
     this.load();
   }
 
@@ -54,19 +60,30 @@ export class SessionsView extends LiveView {
     this.items = data.items;
     this.total = data.total;
     this.hasMore = data.has_more;
+    learnSessions(data.items);
   }
 
-  apply(message) {
+  /** replay: the event came while a snapshot was loading, which may already count it. */
+  apply(message, replay) {
     const p = message.payload || {};
     const onPage = this.items.find((s) => s.id === p.session_id);
     if (message.type === "session.created") {
-      if (!this.status || this.status === p.status) this.refresh(); // pages shift by one
+      // pages shift by one (unless it is the one this page created and shows already)
+      if (!onPage && (!this.status || this.status === p.status)) this.refresh();
     } else if (message.type === "session.status_changed") {
       if (onPage) onPage.status = p.status;
-      // the row's other fields (progress after a cancel) and the filter's membership
-      if (onPage || (this.status && p.status === this.status)) this.refresh();
-    } else if (message.type.startsWith("task.") && onPage) {
-      this.refresh(); // progress counts come from the server: events hold no counts
+      if (this.status && onPage && p.status !== this.status) {
+        this.items = this.items.filter((s) => s !== onPage); // it left the filter
+        this.total = Math.max(0, this.total - 1);
+        if (this.hasMore) this.refresh(); // the next page's first row moves up
+      } else if (this.status && !onPage && p.status === this.status) {
+        this.refresh(); // it entered the filter: its fields come from the server
+      }
+    } else if (message.type === "task.created" && onPage) {
+      if (replay || !moveCount(onPage.progress, null, p.status)) this.refresh();
+    } else if (message.type === "task.status_changed" && onPage) {
+      if (p.previous_status === p.status) return;
+      if (replay || !moveCount(onPage.progress, p.previous_status, p.status)) this.refresh();
     }
   }
 
@@ -92,10 +109,11 @@ export class SessionsView extends LiveView {
         this.rows.delete(id);
       }
     }
-    $("#sessions-empty").hidden = this.items.length > 0 || this.stale;
+    $("#sessions-empty").hidden = this.items.length > 0 || !this.loaded;
     const pages = Math.max(1, Math.ceil(this.total / PAGE_SIZE));
-    $("#page-info").textContent =
-      `Page ${this.page} of ${pages} · ${plural(this.total, "session", "sessions")}`;
+    $("#page-info").textContent = this.loaded
+      ? `Page ${this.page} of ${pages} · ${plural(this.total, "session", "sessions")}`
+      : `Page ${this.page} of ${UNKNOWN} · ${UNKNOWN} sessions`;
     $("#prev-page").disabled = this.page <= 1;
     $("#next-page").disabled = !this.hasMore;
   }
@@ -107,7 +125,6 @@ export class SessionsView extends LiveView {
       const index = this.items.findIndex((s) => s.id === updated.id);
       if (index >= 0) this.items[index] = updated;
       this.render();
-      if (this.status) this.refresh();
     });
     row.append(
       el("th", { scope: "row", class: "title-cell" }, el("a", {}), el("span", { class: "sub" })),
@@ -127,7 +144,7 @@ export class SessionsView extends LiveView {
     link.textContent = session.title;
     cells[0].lastChild.textContent = session.type;
     const key = JSON.stringify([session.status, session.priority, session.progress,
-      session.created_at, session.title]);
+      session.created_at, session.title, document.body.dataset.canWrite]);
     if (row.dataset.key === key) return;
     row.dataset.key = key;
     row.dataset.status = session.status;
@@ -136,7 +153,7 @@ export class SessionsView extends LiveView {
       session.priority }, text: session.priority }));
     cells[3].replaceChildren(progressBar(session.progress));
     cells[4].textContent = when(session.created_at);
-    labelActions(cells[5].firstChild, session.title);
+    syncActions(cells[5].firstChild, session);
   }
 
   async create(event) {
@@ -161,13 +178,17 @@ export class SessionsView extends LiveView {
       }
       form.title.value = "";
       say(`Session “${session.title}” created.`, "success");
-      this.refresh();
+      if (this.page === 1 && (!this.status || this.status === session.status) &&
+          !this.items.some((s) => s.id === session.id)) {
+        this.items = [session, ...this.items].slice(0, PAGE_SIZE); // its event changes nothing
+        this.total += 1;
+        this.render();
+      }
     } catch (error) {
-      if (error.status !== 401) say(`Could not create the session: ${error.message}`, "error");
+      const text = failure("Could not create the session", error);
+      if (text) say(text, "error");
     } finally {
       submit.disabled = false;
     }
   }
 }
-
-/* ---------- Session detail view: the task graph ---------- */

@@ -1,115 +1,188 @@
-/* Dashboard: WebSocket streams that reconnect with ?last_event_id= and show the
- * connection state. */
+/* Dashboard: the page's side of the WebSocket streams. The sockets live in a SharedWorker
+ * (stream_worker.js) shared by every tab of this origin, so five tabs hold three sockets,
+ * not ten; where SharedWorker is missing (or fails to start), the same hub runs in the
+ * page (one socket per stream per tab). Shows the connection state, and says so plainly
+ * when the server refuses a socket. */
 
-import { auth } from "./app.js";
-import { $ } from "./util.js";
+import { auth } from "./auth.js";
+import { StreamHub } from "./stream_hub.js";
+import { $, banner, config } from "./util.js";
 
-/* ---------- WebSocket streams ---------- */
+const ALIVE_MS = 30000;
 
 export const streams = new Set();
+const bySub = new Map(); // sub id -> Stream
+const taps = new Set();
+const tabId = Math.random().toString(36).slice(2, 10);
+let counter = 0;
+let transport = null;
+
+/** Every message this tab receives, once each (several subscriptions share one socket). */
+export function tap(fn) {
+  taps.add(fn);
+  return () => taps.delete(fn);
+}
+
+function dispatch(data) {
+  if (data.op === "hello" || data.op === "dropped") {
+    if (data.op === "dropped") for (const stream of streams) stream.subscribe();
+    return;
+  }
+  if (data.op === "backlog") {
+    const stream = bySub.get(data.sub);
+    if (stream && stream.handlers.onBacklog) stream.handlers.onBacklog(data.messages);
+    return;
+  }
+  if (data.op === "event") for (const fn of taps) fn(data.message, data.path);
+  for (const sub of data.subs || []) {
+    const stream = bySub.get(sub);
+    if (stream) stream.receive(data);
+  }
+  showConnection();
+}
+
+function workerTransport() {
+  const url = new URL("stream_worker.js", import.meta.url);
+  url.searchParams.set("v", config.version);
+  const worker = new SharedWorker(url, { type: "module", name: "orchestrator-streams" });
+  const port = worker.port;
+  port.onmessage = (event) => dispatch(event.data);
+  port.start();
+  worker.onerror = () => fallBack(); // e.g. module workers unsupported
+  setInterval(() => port.postMessage({ op: "alive" }), ALIVE_MS);
+  window.addEventListener("pagehide", () => port.postMessage({ op: "bye" }));
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted) for (const stream of streams) stream.subscribe();
+  });
+  return { shared: true, post: (message) => port.postMessage(message) };
+}
+
+function localTransport() {
+  const hub = new StreamHub(window.location.origin);
+  const client = { post: (message) => queueMicrotask(() => dispatch(message)) };
+  window.addEventListener("pagehide", () => hub.receive(client, { op: "bye" }));
+  return { shared: false, post: (message) => hub.receive(client, message) };
+}
+
+function fallBack() {
+  if (transport && !transport.shared) return;
+  transport = localTransport();
+  for (const stream of streams) stream.subscribe();
+}
+
+function getTransport() {
+  if (!transport) {
+    try {
+      transport = "SharedWorker" in window && !config.noSharedWorker
+        ? workerTransport() : localTransport();
+    } catch (error) {
+      transport = localTransport();
+    }
+  }
+  return transport;
+}
+
+/** True when the sockets are shared between tabs (then following more streams is free). */
+export function sharedStreams() {
+  return getTransport().shared;
+}
+
+/* ---------- one subscription ---------- */
+
+export class Stream {
+  /** handlers: onEvent(message), onReady(kind: "first" | "resumed" | "fresh"), onResync(),
+   * onFatal(reason), onDown(info), onBacklog(messages). */
+  constructor(path, handlers, options = {}) {
+    this.path = path;
+    this.handlers = handlers;
+    this.backlog = Boolean(options.backlog);
+    this.sub = null;
+    this.up = false;
+    this.opened = false;
+    this.down = null;
+    this.closed = false;
+  }
+
+  open() {
+    streams.add(this);
+    this.subscribe();
+    showConnection();
+  }
+
+  subscribe() {
+    if (this.closed) return;
+    if (this.sub) bySub.delete(this.sub);
+    counter += 1;
+    this.sub = `${tabId}:${counter}`;
+    bySub.set(this.sub, this);
+    getTransport().post({ op: "subscribe", sub: this.sub, path: this.path,
+      token: auth.token || "", backlog: this.backlog && !this.opened });
+  }
+
+  receive(data) {
+    const on = this.handlers;
+    if (data.op === "event") {
+      on.onEvent(data.message);
+    } else if (data.op === "ready") {
+      this.up = true;
+      this.down = null;
+      // A tab joining a live socket gets "first"; this subscription's own history decides.
+      const kind = !this.opened ? "first" : data.kind === "first" ? "fresh" : data.kind;
+      this.opened = true;
+      if (on.onReady) on.onReady(kind);
+    } else if (data.op === "resync") {
+      if (on.onResync) on.onResync();
+    } else if (data.op === "down") {
+      this.up = false;
+      this.down = data.info;
+      if (on.onDown) on.onDown(data.info);
+      // A refusal may be the token (401): HTTP says so, and a 401 brings the token form.
+      if (data.info.state === "refused" && data.info.failures >= 2) auth.probe();
+    } else if (data.op === "fatal") {
+      this.close();
+      if (on.onFatal) on.onFatal(data.reason);
+    }
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    streams.delete(this);
+    if (this.sub) {
+      bySub.delete(this.sub);
+      getTransport().post({ op: "unsubscribe", sub: this.sub });
+    }
+    this.up = false;
+    showConnection();
+  }
+}
+
+/* ---------- the connection line and the refusal banner ---------- */
 
 export function showConnection() {
   const line = $("#connection");
   const list = [...streams];
   let state = "live";
+  const refused = list.find((s) => !s.up && s.down && s.down.state === "refused");
   if (list.length === 0) state = "idle";
+  else if (refused) state = "refused";
   else if (list.some((s) => !s.up && s.opened)) state = "reconnecting";
   else if (list.some((s) => !s.up)) state = "connecting";
   const text = { live: "Live", idle: "Not connected", connecting: "Connecting…",
-    reconnecting: "Reconnecting…" }[state];
+    reconnecting: "Reconnecting…", refused: "Refused" }[state];
   if (line.textContent !== text) {
     line.textContent = text;
     line.dataset.state = state;
   }
+  banner("#stream-banner", refused ? refusalText(refused.down) : "");
 }
 
-export class Stream {
-  /** handlers: onEvent(message), onReady(kind: "first" | "resumed" | "fresh"),
-   * onResync(), onFatal(reason). */
-  constructor(path, handlers) {
-    this.path = path;
-    this.handlers = handlers;
-    this.lastId = null;
-    this.ws = null;
-    this.up = false;
-    this.closed = false;
-    this.opened = false;
-    this.failures = 0;
-    this.timer = null;
-  }
-
-  url() {
-    const url = new URL(this.path, window.location.href);
-    url.protocol = window.location.protocol === "https:" ? "wss:" : "ws:";
-    if (auth.token) url.searchParams.set("token", auth.token);
-    if (this.lastId !== null) url.searchParams.set("last_event_id", this.lastId);
-    return url.toString();
-  }
-
-  open() {
-    if (this.closed) return;
-    streams.add(this);
-    showConnection();
-    const resuming = this.lastId !== null;
-    const ws = new WebSocket(this.url());
-    let opened = false;
-    this.ws = ws;
-    ws.onopen = () => {
-      opened = true;
-      this.failures = 0;
-      this.up = true;
-      showConnection();
-      const kind = !this.opened ? "first" : resuming ? "resumed" : "fresh";
-      this.opened = true;
-      if (this.handlers.onReady) this.handlers.onReady(kind);
-    };
-    ws.onmessage = (event) => {
-      let message;
-      try {
-        message = JSON.parse(event.data);
-      } catch (error) {
-        return;
-      }
-      if (message.type === "pong" || message.type === "error") return;
-      if (/^\d+$/.test(String(message.id))) this.lastId = String(message.id);
-      if (message.type === "events.dropped") {
-        if (this.handlers.onResync) this.handlers.onResync();
-        return;
-      }
-      this.handlers.onEvent(message);
-    };
-    ws.onclose = (event) => {
-      if (this.ws !== ws) return;
-      this.ws = null;
-      this.up = false;
-      showConnection();
-      if (this.closed) return;
-      if (event.code === 4404 || event.code === 4400) {
-        this.closed = true;
-        streams.delete(this);
-        showConnection();
-        if (this.handlers.onFatal) this.handlers.onFatal(event.reason || "Not found");
-        return;
-      }
-      this.failures += 1;
-      // Refused before the upgrade (a token gone bad?) looks like any failed connect:
-      // an HTTP call tells which, and a 401 there brings the token form.
-      if (!opened && this.failures >= 3) auth.probe();
-      const backoff = event.code === 1001 ? 250 : Math.min(5000, 400 * 2 ** (this.failures - 1));
-      this.timer = setTimeout(() => this.open(), backoff + Math.random() * 250);
-    };
-  }
-
-  close() {
-    this.closed = true;
-    clearTimeout(this.timer);
-    streams.delete(this);
-    if (this.ws) {
-      const ws = this.ws;
-      this.ws = null;
-      ws.close(1000);
-    }
-    this.up = false;
-    showConnection();
-  }
+function refusalText(info) {
+  const at = new Date(info.retryAt).toLocaleTimeString();
+  const why = info.code
+    ? `closed it at once (code ${info.code}${info.reason ? `: ${info.reason}` : ""})`
+    : "refused it (most likely its limit of WebSocket connections per client, " +
+      "WS_MAX_CONNECTIONS_PER_CLIENT: other tabs, windows or programs hold them)";
+  return `No live updates: the server ${why}. Figures that need the stream show “—” ` +
+    `until it connects. Next try at ${at}.`;
 }

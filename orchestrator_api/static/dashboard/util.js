@@ -3,21 +3,20 @@
 
 export const TOKEN_KEY = "orchestrator.dashboard.token";
 export const PAGE_SIZE = 20;
-export const REFRESH_MS = 1500; // at most one coalesced reload per view and this period
-export const AGENTS_BACKSTOP_MS = 15000; // held-task counts change without an agent event
 export const TASK_COLORS_ORDER = [
   "COMPLETED", "IN_PROGRESS", "ASSIGNED", "PENDING", "BLOCKED", "FAILED", "CANCELLED",
 ];
-export const SESSION_ACTIONS = ["start", "pause", "resume", "cancel", "complete"];
-export const PAST = { start: "started", pause: "paused", resume: "resumed", cancel: "cancelled",
-  complete: "completed" };
 export const HELD = new Set(["ASSIGNED", "IN_PROGRESS"]);
+export const FINISHED = new Set(["COMPLETED", "FAILED", "CANCELLED"]);
+export const UNKNOWN = "—"; // shown until real data arrives, never a made-up 0
 
 export const body = document.body;
 export const config = {
   authRequired: body.dataset.authRequired === "true",
   flowerPort: body.dataset.flowerPort || "5555",
   flowerUrl: body.dataset.flowerUrl || "",
+  version: body.dataset.version || "",
+  noSharedWorker: new URLSearchParams(window.location.search).has("no-shared-worker"),
 };
 export const $ = (selector) => document.querySelector(selector);
 
@@ -75,42 +74,6 @@ export function when(iso) {
   return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 }
 
-/** Calls fn at most once per `wait` ms, never two at once; calls during a run or the
- * wait are coalesced into one more run. */
-export function throttled(fn, wait) {
-  let timer = null;
-  let running = false;
-  let again = false;
-  let last = 0;
-  const run = async () => {
-    timer = null;
-    running = true;
-    last = Date.now();
-    try {
-      await fn();
-    } finally {
-      running = false;
-      if (again) {
-        again = false;
-        schedule();
-      }
-    }
-  };
-  const schedule = () => {
-    if (running) {
-      again = true;
-    } else if (!timer) {
-      timer = setTimeout(run, Math.max(0, last + wait - Date.now()));
-    }
-  };
-  schedule.cancel = () => {
-    clearTimeout(timer);
-    timer = null;
-    again = false;
-  };
-  return schedule;
-}
-
 /* ---------- messages ---------- */
 
 export let messageTimer = null;
@@ -126,4 +89,20 @@ export function say(text, kind = "info") {
 
 export function notice(text) {
   $("#notice").textContent = text;
+}
+
+/** A persistent line (rate limit, refused stream): shown with text, hidden without. */
+export function banner(selector, text) {
+  const node = $(selector);
+  if (!node) return;
+  if (node.textContent !== text) node.textContent = text;
+  node.hidden = !text;
+}
+
+/** Seconds as "45 s", "3 min", "2 h 5 min". */
+export function duration(seconds) {
+  if (seconds < 60) return `${Math.round(seconds)} s`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
+  const minutes = Math.round((seconds % 3600) / 60);
+  return `${Math.floor(seconds / 3600)} h${minutes ? ` ${minutes} min` : ""}`;
 }
