@@ -129,6 +129,9 @@ def _serve(ws, wants: Filter) -> None:
         writer = _take_over_socket(ws)
         last_event_id = request.args.get("last_event_id")
         floor = _resume(ws, writer, wants, last_event_id, connected_at)
+        if floor is None:  # later events must not follow an unfinished resume
+            _end_unfinished(ws, events_hub, writer)
+            return
         subscription.go_live(writer, floor)
         _pump(ws, events_hub, subscription, writer)
     finally:
@@ -166,11 +169,12 @@ def _pump(ws, events_hub: Hub, subscription: Subscription, writer: SocketWriter)
 
 def _resume(
     ws, writer: SocketWriter, wants: Filter, last_event_id: str | None, connected_at: int
-) -> int:
+) -> int | None:
     """Send the events after `last_event_id` (or after the connection, without one), every
     one still retained however many, a page at a time as the client takes them; events
     no longer retained are announced by an `events.dropped` message with the exact range.
-    Returns the newest id covered (the live stream goes on from there)."""
+    Returns the newest id covered (the live stream goes on from there), or None when the
+    client went, stopped reading or the process is shutting down before the end."""
     after = connected_at
     if last_event_id is not None:
         try:
@@ -193,7 +197,7 @@ def _resume(
             if wants(message):
                 ws.send(json.dumps(message))
         if not _client_took_it(ws, writer):
-            break  # gone, too slow (closed 1013 by the pump) or shutting down
+            return None
     return covered
 
 
@@ -206,6 +210,19 @@ def _client_took_it(ws, writer: SocketWriter) -> bool:
             return False
         writer.drain(SOCKET_THREAD_WAKE_SECONDS)
     return ws.connected and not writer.broken
+
+
+def _end_unfinished(ws, events_hub: Hub, writer: SocketWriter) -> None:
+    """A resume did not finish: the client resumes from the last id it got, elsewhere
+    (shutdown, 1001) or again when it reads (1013); or it is gone already."""
+    if not ws.connected or writer.broken:
+        return
+    if events_hub.closing.is_set():
+        _close(ws, GOING_AWAY_CLOSE, "server shutting down; reconnect with last_event_id")
+        writer.drain(CLOSE_GRACE_SECONDS)
+    else:
+        ws.close(SLOW_CLIENT_CLOSE, "client too slow: took nothing while resuming")
+        writer.drain(SEND_TIMEOUT_SECONDS)
 
 
 def _send_dropped(ws, last_event_id: int, oldest_available_id: int) -> None:
