@@ -21,6 +21,7 @@ Rate limits (limits.py), Idempotency-Keys (idempotency.py) and WebSocket leases
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -33,7 +34,7 @@ from orchestrator_api.errors import error_response
 from shared import tokens
 from shared.config import Settings
 from shared.errors import Forbidden, Unauthorized
-from shared.models import Task
+from shared.models import Agent, Task
 
 API_PREFIX = "/api/v1"
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -158,6 +159,40 @@ def _unauthorized(message: str) -> Response:
     )
 
 
+class LiveAgents:
+    """Whether an agent token's agent still exists (not deregistered), read on its own
+    connection (the request's transaction stays unopened for the heartbeat's group
+    commit) and remembered for a few seconds per process: a deregistered agent's token
+    is refused at once here and within LIVE_AGENT_CACHE_SECONDS in other processes."""
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self.ttl = ttl
+        self._until: dict[uuid.UUID, float] = {}
+
+    def is_live(self, agent_id: uuid.UUID) -> bool:
+        now = time.monotonic()
+        if self._until.get(agent_id, 0.0) > now:
+            return True
+        database = current_app.extensions["orchestrator"].database
+        with database.engine.connect() as connection:
+            live = connection.execute(
+                select(Agent.id).where(Agent.id == agent_id, Agent.deregistered_at.is_(None))
+            ).first()
+        if live is None:
+            self._until.pop(agent_id, None)
+            return False
+        if len(self._until) > 100_000:
+            self._until.clear()
+        self._until[agent_id] = now + self.ttl
+        return True
+
+    def forget(self, agent_id: uuid.UUID) -> None:
+        self._until.pop(agent_id, None)
+
+
+live_agents = LiveAgents()
+
+
 def check_request() -> Response | None:
     if not is_api_path(request.path):
         return None
@@ -165,6 +200,11 @@ def check_request() -> Response | None:
         principal = request_principal()
     except Unauthorized as exc:
         return _unauthorized(exc.message)
+    agent_id = principal.agent_id if principal is not None else None
+    if agent_id is not None and not live_agents.is_live(agent_id):
+        return _unauthorized(
+            f"Agent {agent_id} no longer exists (deregistered); register again for a new identity"
+        )
     if principal is None:
         if current_app.extensions["orchestrator"].settings.is_production:
             return _unauthorized("A bearer token is required")

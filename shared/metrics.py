@@ -161,9 +161,10 @@ class StateCollector:
                 ("orchestrator_agents", Agent, AgentStatus),
             ):
                 counts = {s.value: 0 for s in statuses}
-                rows = connection.execute(
-                    select(model.status, func.count()).group_by(model.status)
-                ).all()
+                query = select(model.status, func.count()).group_by(model.status)
+                if model is Agent:  # a deregistered agent is a record, not a member
+                    query = query.where(Agent.deregistered_at.is_(None))
+                rows = connection.execute(query).all()
                 counts.update({str(status): count for status, count in rows})
                 family = GaugeMetricFamily(
                     name, f"{model.__tablename__.capitalize()} by status", labels=["status"]

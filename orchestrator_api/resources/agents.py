@@ -68,8 +68,11 @@ class AgentById(MethodView):
 
     @blp.response(204)
     def delete(self, agent_id):
-        """Deregister an agent; the tasks it held go back to PENDING."""
-        service.deregister(db(), agent_id=parse_id(agent_id))
+        """Deregister an agent; the tasks it held go back to PENDING. The agent stays as a
+        record (OFFLINE, with `deregistered_at`); its token no longer works."""
+        agent_id = parse_id(agent_id)
+        service.deregister(db(), agent_id=agent_id)
+        auth.live_agents.forget(agent_id)
 
 
 @blp.route("/<agent_id>/heartbeat", methods=["POST"])

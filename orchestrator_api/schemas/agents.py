@@ -34,6 +34,7 @@ class AgentListQuerySchema(PageQuerySchema):
     available_only = fields.Boolean(load_default=False)
     status = UpperEnum(AgentStatus)
     type = UpperEnum(AgentType)
+    include_deregistered = fields.Boolean(load_default=False)
 
 
 class AgentSchema(Schema):
@@ -48,6 +49,9 @@ class AgentSchema(Schema):
     last_heartbeat_at = UTCDateTime()
     created_at = UTCDateTime()
     updated_at = UTCDateTime()
+    deregistered_at = UTCDateTime(
+        metadata={"description": "Set once deregistered: the agent stays as a record"}
+    )
 
 
 class RegisteredAgentSchema(AgentSchema):

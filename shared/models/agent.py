@@ -23,6 +23,9 @@ class Agent(TimestampMixin, Base):
         Index("ix_agents_capabilities", "capabilities", postgresql_using="gin"),
         Index("ix_agents_status_created_at", "status", "created_at"),
         Index("ix_agents_created_at", "created_at"),
+        Index(
+            "uq_agents_live_name", "name", unique=True, postgresql_where="deregistered_at IS NULL"
+        ),
         # The expiry sweep reads only agents past the timeout, through this index.
         Index(
             "ix_agents_online_last_heartbeat_at",
@@ -32,7 +35,8 @@ class Agent(TimestampMixin, Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    name: Mapped[str] = mapped_column(String(100), unique=True)
+    # Unique among live agents (uq_agents_live_name): a deregistered agent's name is free.
+    name: Mapped[str] = mapped_column(String(100))
     type: Mapped[AgentType] = mapped_column(enum_column(AgentType, "agent_type"))
     capabilities: Mapped[list[str]] = mapped_column(ARRAY(String(40)))
     max_concurrent_tasks: Mapped[int] = mapped_column(Integer, default=5)
@@ -43,3 +47,5 @@ class Agent(TimestampMixin, Base):
     last_heartbeat_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, server_default=func.now()
     )
+    # Set by deregistration: the row stays as the record of who did its finished tasks.
+    deregistered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -74,10 +74,25 @@ def get(db: Session, *, agent_id: uuid.UUID, lock: bool = False) -> Agent | None
 
 
 def get_or_raise(db: Session, *, agent_id: uuid.UUID, lock: bool = False) -> Agent:
+    """Live or deregistered (a deregistered agent is a record: it can still be read)."""
     agent = get(db, agent_id=agent_id, lock=lock)
     if agent is None:
         raise AgentNotFound(f"Agent with ID {agent_id} not found")
     return agent
+
+
+def get_live_or_raise(db: Session, *, agent_id: uuid.UUID, lock: bool = False) -> Agent:
+    """An agent that may act or be acted on: a deregistered one is not found."""
+    agent = get_or_raise(db, agent_id=agent_id, lock=lock)
+    if agent.deregistered_at is not None:
+        raise AgentNotFound(f"Agent {agent_id} was deregistered")
+    return agent
+
+
+def is_live(db: Session, *, agent_id: uuid.UUID) -> bool:
+    return bool(
+        db.scalar(select(func.count()).where(Agent.id == agent_id, Agent.deregistered_at.is_(None)))
+    )
 
 
 def held_counts(db: Session, *, agent_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
@@ -109,10 +124,13 @@ def list_agents(
     available_only: bool = False,
     status: AgentStatus | None = None,
     type: AgentType | None = None,
+    include_deregistered: bool = False,
     page: int = 1,
     page_size: int = 20,
 ) -> Page[Agent]:
     query = select(Agent).order_by(Agent.created_at.desc(), Agent.id.desc())
+    if not include_deregistered:
+        query = query.where(Agent.deregistered_at.is_(None))
     if capability is not None:
         query = query.where(Agent.capabilities.contains([Capability(capability).value]))
     if status is not None:
@@ -156,6 +174,7 @@ _HEARTBEAT_PREPARE = """
         ORDER BY id, n DESC
     ), previous AS (
         SELECT agents.id, agents.status FROM agents JOIN input USING (id)
+        WHERE agents.deregistered_at IS NULL
         ORDER BY agents.id FOR UPDATE OF agents
     ), held AS (
         SELECT assigned_agent_id AS id, count(*) AS n FROM tasks
@@ -262,7 +281,8 @@ def refresh_statuses(db: Session, *, agent_ids: Iterable[uuid.UUID]) -> None:
 
 
 def deregister(db: Session, *, agent_id: uuid.UUID) -> None:
-    """Its held tasks go back to PENDING (an attempt counted), then the agent is removed."""
+    """Its held tasks go back to PENDING (an attempt counted); the agent stays as a
+    record (OFFLINE, `deregistered_at` set), its name free for a new registration."""
     from shared.services import task_lifecycle
 
     held = db.scalars(
@@ -271,10 +291,13 @@ def deregister(db: Session, *, agent_id: uuid.UUID) -> None:
         .order_by(Task.id)
         .with_for_update()
     ).all()
-    agent = get_or_raise(db, agent_id=agent_id, lock=True)
+    agent = get_live_or_raise(db, agent_id=agent_id, lock=True)
     for task_id in held:
-        task_lifecycle.release(db, task_id=task_id, reason=f"agent {agent.name} deregistered")
-    db.delete(agent)
+        task_lifecycle.release(
+            db, task_id=task_id, reason=f"agent {agent.name} deregistered", refresh_agent=False
+        )
+    move_agent(agent, AgentStatus.OFFLINE)
+    agent.deregistered_at = agent.updated_at = utcnow()
     events.record(
         db,
         events.AGENT_DEREGISTERED,

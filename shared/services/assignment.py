@@ -292,6 +292,8 @@ def _why_not(db: Session, agent: Agent, task: Task) -> str:
     missing = [c for c in task.required_capabilities if c not in agent.capabilities]
     if missing:
         return f"Agent {agent.id} lacks the capabilities {', '.join(missing)}"
+    if agent.deregistered_at is not None:
+        return f"Agent {agent.id} was deregistered"
     if agent.status == AgentStatus.OFFLINE:
         return f"Agent {agent.id} is OFFLINE"
     if agent.current_load >= 100:

@@ -32,11 +32,52 @@ def test_name_taken(client):
     assert client.get("/api/v1/agents").json["total"] == 1
 
 
-def test_name_is_free_again_after_deregistration(client):
+def test_a_deregistered_agent_is_kept_as_a_record_and_its_name_is_free(client):
     agent = register(client, name="again")
     assert client.delete(f"/api/v1/agents/{agent['id']}").status_code == 204
-    assert_error(client.get(f"/api/v1/agents/{agent['id']}"), 404, "AGENT_NOT_FOUND")
-    register(client, name="again")
+    record = client.get(f"/api/v1/agents/{agent['id']}").json
+    assert record["status"] == "OFFLINE" and record["deregistered_at"]
+    successor = register(client, name="again")
+    assert successor["id"] != agent["id"] and successor["deregistered_at"] is None
+    assert_error(client.delete(f"/api/v1/agents/{agent['id']}"), 404, "AGENT_NOT_FOUND")
+    heartbeat = client.post(f"/api/v1/agents/{agent['id']}/heartbeat", json={"current_load": 1})
+    assert_error(heartbeat, 404, "AGENT_NOT_FOUND")
+    assert client.get(f"/api/v1/agents/{agent['id']}").json["status"] == "OFFLINE"
+    listed = client.get("/api/v1/agents").json["items"]
+    assert [a["id"] for a in listed] == [successor["id"]]
+    everyone = client.get("/api/v1/agents?include_deregistered=true").json["items"]
+    assert {a["id"] for a in everyone} == {agent["id"], successor["id"]}
+    assert client.get("/api/v1/agents?status=OFFLINE").json["items"] == []
+
+
+def test_a_deregistered_agents_token_is_401(client):
+    body = {"name": "gone", "type": "QA", "capabilities": ["TESTING"]}
+    registered = client.post("/api/v1/agents/register", json=body).json
+    as_agent = {"Authorization": f"Bearer {registered['token']}"}
+    own = f"/api/v1/agents/{registered['id']}"
+    assert client.get(own, headers=as_agent).status_code == 200
+    assert client.delete(own, headers=as_agent).status_code == 204
+    for method, path in (("GET", own), ("POST", f"{own}/heartbeat"), ("GET", f"{own}/tasks")):
+        answer = client.open(path, method=method, headers=as_agent, json={"current_load": 1})
+        error = assert_error(answer, 401, "UNAUTHORIZED")
+        assert "deregistered" in error["message"]
+
+
+def test_finished_tasks_keep_who_did_them_after_deregistration(client):
+    session = start_session(client)
+    agent = register(client, name="doer")
+    done = make_task(client, session["id"])
+    held = make_task(client, session["id"])
+    for task in (done, held):
+        assert act(client, task["id"], "assign", {"agent_id": agent["id"]}).status_code == 200
+    assert act(client, done["id"], "start").status_code == 200
+    assert act(client, done["id"], "complete", {"result": {"ok": 1}}).status_code == 200
+    assert client.delete(f"/api/v1/agents/{agent['id']}").status_code == 204
+    assert client.get(f"/api/v1/tasks/{done['id']}").json["assigned_agent_id"] == agent["id"]
+    released = client.get(f"/api/v1/tasks/{held['id']}").json
+    assert released["status"] == "PENDING" and released["assigned_agent_id"] is None
+    assert "doer deregistered" in released["error"]
+    assert client.get(f"/api/v1/tasks?agent_id={agent['id']}").json["total"] == 1
 
 
 @pytest.mark.parametrize(

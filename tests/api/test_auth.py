@@ -387,9 +387,11 @@ def test_a_deregistered_agents_token_acts_on_nothing(prod_app, fleet, admin):
     a = fleet["A"]
     assert admin.delete(f"/api/v1/agents/{a['id']}").status_code == 204
     client = agent_client(prod_app, a)
+    # the identity no longer exists: 401, whatever the route
     response = client.post(f"/api/v1/agents/{a['id']}/heartbeat", json={"current_load": 1})
-    assert_error(response, 404, "AGENT_NOT_FOUND")
-    assert_error(act(client, a["task"], "start"), 403, "FORBIDDEN")  # released: not its task
+    assert_error(response, 401, "UNAUTHORIZED")
+    assert_error(act(client, a["task"], "start"), 401, "UNAUTHORIZED")
+    assert admin.get(f"/api/v1/tasks/{a['task']}").json["status"] == "PENDING"
 
 
 # --- the table and the spec ---------------------------------------------------------------

@@ -47,6 +47,8 @@ def make_app(settings, **overrides):
 def test_task_and_agent_gauges_are_the_database(client):
     register(client, name="a-1")
     register(client, name="a-2")
+    gone = register(client, name="a-3")
+    assert client.delete(f"/api/v1/agents/{gone['id']}").status_code == 204  # a record now
     session = make_session(client)
     tasks = [make_task(client, session["id"]) for _ in range(3)]
     act(client, tasks[0]["id"], "cancel")
