@@ -94,10 +94,11 @@ def build_scene(api: Api) -> dict:
 
 
 def test_screenshots_of_each_view(live, page, api, shots_dir):
+    open_dashboard(page, live, "#/activity")  # open while the scene is made: its events
     main = build_scene(api)
     os.makedirs(shots_dir, exist_ok=True)
 
-    open_dashboard(page, live)
+    page.get_by_role("link", name="Sessions").click()
     expect(page.locator("#sessions-body tr")).to_have_count(6)
     expect(page.locator("#sys-counts")).to_contain_text("1 session running")
     page.screenshot(path=os.path.join(shots_dir, "sessions.png"))
@@ -112,11 +113,24 @@ def test_screenshots_of_each_view(live, page, api, shots_dir):
     page.screenshot(path=os.path.join(shots_dir, "session.png"))
     assert main["id"] in page.url
 
+    page.locator(".node:not(.has-children)", has_text="60%").click()  # Implement: …
+    dialog = page.get_by_role("dialog")
+    expect(dialog.locator(".detail-progress")).to_contain_text("60%")
+    expect(dialog.locator("#task-history li")).not_to_have_count(0)
+    page.screenshot(path=os.path.join(shots_dir, "task.png"))
+    page.keyboard.press("Escape")
+
     page.set_viewport_size({"width": 1360, "height": 560})
     page.get_by_role("link", name="Agents").click()
     expect(page.locator("#agents-body tr")).to_have_count(4)
     expect(page.locator("#agents-body .held-cell").first).to_be_visible()
     page.screenshot(path=os.path.join(shots_dir, "agents.png"))
 
-    for name in ("sessions", "session", "agents"):
+    page.set_viewport_size({"width": 1360, "height": 900})
+    page.get_by_role("link", name="Activity").click()
+    expect(page.locator("#activity-feed .feed-item")).not_to_have_count(0)
+    expect(page.locator("#chart-tasks svg rect.chart-bar.completed")).not_to_have_count(0)
+    page.screenshot(path=os.path.join(shots_dir, "activity.png"))
+
+    for name in ("sessions", "session", "task", "agents", "activity"):
         assert os.path.getsize(os.path.join(shots_dir, f"{name}.png")) > 10_000

@@ -125,7 +125,7 @@ export function route() {
   notice(`${name} view`);
 }
 
-export function startApp(tokenChecked = false) {
+export function startApp() {
   stopApp();
   running = true;
   auth.updateButton();
@@ -133,8 +133,8 @@ export function startApp(tokenChecked = false) {
   system.start();
   startActivity();
   route();
-  // A kept token may have expired: a refused WebSocket says nothing of why, HTTP does.
-  if (auth.token && !tokenChecked) auth.probe();
+  // A kept token that expired shows in the views' first requests (401), or, when the
+  // sockets are refused first, in the probe streams.js makes then.
 }
 
 export function stopApp() {
@@ -157,7 +157,7 @@ export function init() {
   window.addEventListener("hashchange", route);
   $("#message-close").addEventListener("click", () => { $("#message").hidden = true; });
   $("#auth-form").addEventListener("submit", (event) => auth.submit(event));
-  $("#auth-cancel").addEventListener("click", () => startApp(true));
+  $("#auth-cancel").addEventListener("click", () => startApp());
   $("#token-button").addEventListener("click", () => {
     if (auth.token) {
       auth.forget();

@@ -96,7 +96,7 @@ export const auth = {
     window.sessionStorage.setItem(TOKEN_KEY, token);
     error.textContent = "";
     notice("Token accepted.");
-    startApp(true);
+    startApp();
   },
 
   /** After refused WebSocket connects: a 401 over HTTP brings the token form. At most

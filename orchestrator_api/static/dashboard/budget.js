@@ -7,19 +7,28 @@
  * of the origin together let them go only while the origin's requests of the last minute
  * are fewer than BACKGROUND_PER_MINUTE (the tabs tell each other of every request over a
  * BroadcastChannel). What the user does (a click, a form) is
- * never held back. A 429 pauses background fetches in every tab until its Retry-After, and
- * one line says so, with the time of the next try: no toasts. */
+ * never held back, and a hidden tab makes its background fetches when it is shown again. A
+ * 429 pauses background fetches in every tab until its Retry-After, and one line says so,
+ * with the time of the next try: no toasts. */
 
 import { banner } from "./util.js";
 
 export const WINDOW_MS = 60000;
-export const BACKGROUND_PER_MINUTE = 20;
+export const BACKGROUND_PER_MINUTE = 30;
 export const MIN_GAP_MS = 10000;
 export const DEBOUNCE_MS = 400;
 
 const sent = []; // the times of every /api/v1 request of this origin's tabs
 let pausedUntil = 0;
 let bannerTimer = null;
+const whenShown = new Set(); // runs a hidden tab put off
+
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden) return;
+  const runs = [...whenShown];
+  whenShown.clear();
+  for (const run of runs) run();
+});
 const channel = "BroadcastChannel" in window
   ? new BroadcastChannel("orchestrator.dashboard.budget") : null;
 
@@ -91,6 +100,11 @@ export function refresher(fn, minGap = MIN_GAP_MS) {
   let last = -Infinity;
   const run = async () => {
     timer = null;
+    if (document.hidden) { // nobody looks: fetch when someone does
+      timer = -1;
+      whenShown.add(run);
+      return;
+    }
     const wait = backgroundDelay();
     if (wait > 0) {
       timer = setTimeout(run, wait);
@@ -120,6 +134,7 @@ export function refresher(fn, minGap = MIN_GAP_MS) {
   };
   schedule.cancel = () => {
     clearTimeout(timer);
+    whenShown.delete(run);
     timer = null;
     again = false;
   };

@@ -137,7 +137,7 @@ export class Stream {
       this.down = data.info;
       if (on.onDown) on.onDown(data.info);
       // A refusal may be the token (401): HTTP says so, and a 401 brings the token form.
-      if (data.info.state === "refused" && data.info.failures >= 2) auth.probe();
+      if (data.info.state === "refused") auth.probe(); // at most once a minute
     } else if (data.op === "fatal") {
       this.close();
       if (on.onFatal) on.onFatal(data.reason);
