@@ -13,6 +13,9 @@ from shared.errors import ValidationError
 class ArgumentsParser(FlaskParser):
     # Invalid arguments are answered 400 VALIDATION_ERROR (errors.py), and the spec says so.
     DEFAULT_VALIDATION_STATUS = 400
+    # Query strings follow their schema's Meta.unknown (RAISE: schemas/common.QuerySchema)
+    # instead of webargs' default for the location (EXCLUDE), so a typo is refused.
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": None}
 
 
 class IdConverter(UnicodeConverter):

@@ -50,7 +50,8 @@ class AgentSchema(Schema):
     created_at = UTCDateTime()
     updated_at = UTCDateTime()
     deregistered_at = UTCDateTime(
-        metadata={"description": "Set once deregistered: the agent stays as a record"}
+        allow_none=True,
+        metadata={"description": "Set once deregistered: the agent stays as a record"},
     )
 
 

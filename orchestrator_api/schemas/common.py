@@ -4,21 +4,43 @@ import enum
 import re
 from datetime import UTC, datetime
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 
 class UpperEnum(fields.String):
-    """An enum value, accepted in any case, always written upper case."""
+    """An enum value, accepted in any case, always written upper case. A wrong value or a
+    wrong type is refused with the allowed values in the message."""
 
     def __init__(self, enum_class: type[enum.Enum], **kwargs) -> None:
         self.enum_class = enum_class
         values = [m.value for m in enum_class]
         kwargs.setdefault("metadata", {})["enum"] = values
-        super().__init__(validate=validate.OneOf(values), **kwargs)
+        self.allowed = f"Must be one of: {', '.join(values)}."
+        kwargs.setdefault("error_messages", {}).setdefault("null", self.allowed)
+        super().__init__(validate=validate.OneOf(values, error=self.allowed), **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise ValidationError(self.allowed)
         text = super()._deserialize(value, attr, data, **kwargs)
         return text.strip().upper()
+
+
+def not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValidationError("Must not be blank.")
+
+
+def title_field(**kwargs) -> fields.String:
+    """A title: 1-200 characters, not only whitespace."""
+    return fields.String(validate=[validate.Length(min=1, max=200), not_blank], **kwargs)
+
+
+class QuerySchema(Schema):
+    """Query strings: an unknown parameter (a typo such as `stauts`) is refused, named."""
+
+    class Meta:
+        unknown = RAISE
 
     def _serialize(self, value, attr, obj, **kwargs):
         if value is None:
@@ -57,7 +79,7 @@ class QueryInteger(fields.Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-class PageQuerySchema(Schema):
+class PageQuerySchema(QuerySchema):
     page = QueryInteger(load_default=1, validate=validate.Range(min=1, max=1_000_000))
     page_size = QueryInteger(load_default=20, validate=validate.Range(min=1, max=100))
 

@@ -2,12 +2,18 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from orchestrator_api.schemas.common import PageQuerySchema, PageSchema, UpperEnum, UTCDateTime
+from orchestrator_api.schemas.common import (
+    PageQuerySchema,
+    PageSchema,
+    UpperEnum,
+    UTCDateTime,
+    title_field,
+)
 from shared.enums import Priority, SessionStatus, SessionType
 
 
 class SessionCreateSchema(Schema):
-    title = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    title = title_field(required=True)
     type = UpperEnum(SessionType, load_default=SessionType.CODING.value)
     priority = UpperEnum(Priority, load_default=Priority.MEDIUM.value)
     initial_prompt = fields.String(

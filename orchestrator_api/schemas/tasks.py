@@ -8,13 +8,14 @@ from orchestrator_api.schemas.common import (
     StrictInteger,
     UpperEnum,
     UTCDateTime,
+    title_field,
 )
 from shared.enums import Capability, Complexity, DecompositionTemplate, TaskStatus
 
 
 class TaskCreateSchema(Schema):
     session_id = fields.UUID(required=True)
-    title = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    title = title_field(required=True)
     description = fields.String(
         load_default=None, allow_none=True, validate=validate.Length(max=10_000)
     )
