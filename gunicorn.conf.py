@@ -55,12 +55,36 @@ logger_class = JsonLogger
 
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # gthread: each open WebSocket holds one thread (see docs/ARCHITECTURE.md).
-worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", "16"))
+worker_class = "orchestrator_api.gunicorn_worker.ThreadWorker"  # gthread, errors in JSON
+
+
+def _ws_max_connections_per_process() -> int:
+    from shared.config import ConfigError, Settings
+
+    try:
+        return Settings.from_env().ws_max_connections_per_process
+    except ConfigError:
+        return Settings().ws_max_connections_per_process  # on_starting reports the error
+
+
+# WEB_THREADS threads are for HTTP requests; WebSockets get threads of their own, as many
+# as the gateway lets a process open (WS_MAX_CONNECTIONS_PER_PROCESS, refused beyond with
+# 503), so open sockets never take a thread that a request needs. Threads start on
+# demand: the WebSocket share costs nothing until sockets use it.
+ws_max_connections = _ws_max_connections_per_process()
+threads = int(os.environ.get("WEB_THREADS", "16")) + ws_max_connections
+# Connections a worker holds at once (open sockets, requests, idle keep-alives): gunicorn's
+# default of 1,000 for HTTP, beside the sockets.
+worker_connections = 1000 + ws_max_connections
 timeout = 60
 graceful_timeout = 20
 keepalive = 5
 accesslog = "-" if os.environ.get("ACCESS_LOG", "0") == "1" else None
+# Beyond these, gunicorn refuses the request itself: 414 or 431 with the contract's error
+# body (orchestrator_api/gunicorn_worker.py; docs/API.md, "Request limits").
+limit_request_line = 4094  # bytes: method, path, query string and version
+limit_request_fields = 100
+limit_request_field_size = 8190  # bytes: one header, name and value
 
 
 def post_worker_init(worker):

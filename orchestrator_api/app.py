@@ -12,7 +12,7 @@ from celery import Celery
 from flask import Flask, Response
 from flask_smorest import Api
 
-from orchestrator_api import auth, database, errors, idempotency, limits, request_log
+from orchestrator_api import auth, cors, database, errors, idempotency, limits, request_log
 from orchestrator_api.jobs import make_job_sender
 from orchestrator_api.request_body import MAX_BODY_BYTES, check_body
 from orchestrator_api.schemas.common import ErrorSchema
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     plugins = [auth.BearerAuthPlugin(), errors.ErrorResponsesPlugin()]
     api = OrchestratorApi(app, spec_kwargs={"extra_plugins": plugins})
     request_log.register(app)  # first: binds the request id, logs the final status
+    cors.register(app, cors.parse_origins(settings.cors_origins))  # preflights stop here
     errors.register(app)
     database.register(app)
     limits.register(app, settings)  # counts first: refused tokens count too

@@ -2,17 +2,25 @@
 
 Checked before the upgrade, so a refusal is a plain HTTP answer with the contract's body:
 401 for a missing (production) or bad token, 403 for a stream the token may not read,
-429 for one connection too many. The token comes as `Authorization: Bearer` or `?token=`.
+429 for one connection too many for the client, 503 when this process holds
+`WS_MAX_CONNECTIONS_PER_PROCESS` sockets. The token comes as `Authorization: Bearer` or
+`?token=`.
 
-Connections are counted per client (the token's `sub`, else the remote address) across
-processes with leases in Redis: a sorted set of connection ids scored by lease expiry.
-A live connection renews its lease; one whose process died stops renewing, and its slot
-is free again within `LEASE_SECONDS`.
+Each process counts its own sockets (`ProcessSlots`, no I/O): in all, at most
+`WS_MAX_CONNECTIONS_PER_PROCESS` (each socket holds a request thread: gunicorn.conf.py gives
+the process that many threads besides WEB_THREADS, which stay for HTTP), and per client at
+most `WS_MAX_CONNECTIONS_PER_CLIENT`. Across processes, connections are counted per client
+with leases in Redis: a sorted set of connection ids scored by lease expiry. A live
+connection renews its lease; one whose process died stops renewing, and its slot is free
+again within `LEASE_SECONDS`. While Redis is down, the process's own count is the bound (a
+client may then hold the limit in each process), and a socket opened meanwhile takes its
+lease once Redis is back, so it counts across processes again.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 
@@ -27,6 +35,11 @@ log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 60
 RENEW_SECONDS = 20
+# A socket opened while Redis was down tries to take its lease this often.
+RETRY_SECONDS = 2
+# A refusal because the process is full says to come back after this long (or elsewhere).
+FULL_RETRY_SECONDS = 5
+FULL_LOG_SECONDS = 60
 KEY_PREFIX = "orchestrator:ws-leases:"
 
 # Drop expired leases, then take one if the client is under its limit.
@@ -45,6 +58,7 @@ class Lease:
         self.key = key
         self.member = uuid.uuid4().hex
         self.renewed_at = 0.0
+        self.held = False  # in Redis: False while Redis was down since the handshake
 
     def acquire(self, limit: int) -> bool:
         now = time.time()
@@ -52,24 +66,65 @@ class Lease:
         taken = self.client.eval(
             _ACQUIRE, 1, self.key, now, now + LEASE_SECONDS, limit, self.member, 2 * LEASE_SECONDS
         )
-        return bool(taken)
+        self.held = bool(taken)
+        return self.held
 
     def renew_if_due(self) -> None:
+        """Extend the lease; or take it, for a socket opened while Redis was down (or whose
+        lease lapsed): the socket is open, so it counts, over the limit or not."""
         now = time.time()
-        if now - self.renewed_at < RENEW_SECONDS:
+        if now - self.renewed_at < (RENEW_SECONDS if self.held else RETRY_SECONDS):
             return
         self.renewed_at = now
         try:
-            self.client.zadd(self.key, {self.member: now + LEASE_SECONDS}, xx=True)
-            self.client.expire(self.key, 2 * LEASE_SECONDS)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zadd(self.key, {self.member: now + LEASE_SECONDS})
+            pipe.expire(self.key, 2 * LEASE_SECONDS)
+            pipe.execute()
         except redis_lib.RedisError as exc:
-            log.warning("websocket lease not renewed: %s", exc.__class__.__name__)
+            if self.held:
+                log.warning("websocket lease not renewed: %s", exc.__class__.__name__)
+            return
+        self.held = True
 
     def release(self) -> None:
         try:
             self.client.zrem(self.key, self.member)
         except redis_lib.RedisError as exc:
             log.warning("websocket lease not released (it expires): %s", exc.__class__.__name__)
+
+
+class ProcessSlots:
+    """The WebSockets open in this process, in all and per client; checked and counted
+    without I/O, so both bounds hold whatever Redis does."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.open = 0
+        self.by_client: dict[str, int] = {}
+
+    def take(self, client: str, *, total: int, per_client: int) -> str | None:
+        """None when taken, else what is full: "process" or "client"."""
+        with self.lock:
+            if self.open >= total:
+                return "process"
+            held = self.by_client.get(client, 0)
+            if held >= per_client:
+                return "client"
+            self.open += 1
+            self.by_client[client] = held + 1
+            return None
+
+    def give_back(self, client: str) -> None:
+        with self.lock:
+            self.open -= 1
+            left = self.by_client.pop(client) - 1
+            if left:
+                self.by_client[client] = left
+
+
+SLOTS = ProcessSlots()
+_full_logged_at = 0.0
 
 
 def _stream_allowed(principal: auth.Principal, path: str) -> bool:
@@ -95,21 +150,50 @@ def check_handshake() -> Response | None:
     if not _stream_allowed(principal, request.path):
         return error_response(403, "FORBIDDEN", "This token may not read this stream")
     client = auth.client_key(principal)
-    lease = Lease(ext.redis, KEY_PREFIX + client)
     limit = ext.settings.ws_max_connections_per_client
+    total = ext.settings.ws_max_connections_per_process
+    full = SLOTS.take(client, total=total, per_client=limit)
+    if full == "process":
+        return _process_full(total)
+    if full == "client":
+        return _client_full(limit)
+    g.ws_slot = client  # given back by release_lease, whatever happens next
+    lease = Lease(ext.redis, KEY_PREFIX + client)
     try:
         if not lease.acquire(limit):
-            return error_response(
-                429,
-                "RATE_LIMITED",
-                f"At most {limit} concurrent WebSocket connections per client",
-                headers={"Retry-After": str(RENEW_SECONDS)},
-            )
+            return _client_full(limit)
     except redis_lib.RedisError as exc:
-        log.warning("websocket connection limit not checked (Redis: %s)", exc.__class__.__name__)
-        return None
+        log.warning(
+            "websocket connections counted in this process only (Redis: %s)",
+            exc.__class__.__name__,
+        )
     g.ws_lease = lease
     return None
+
+
+def _client_full(limit: int) -> Response:
+    return error_response(
+        429,
+        "RATE_LIMITED",
+        f"At most {limit} concurrent WebSocket connections per client",
+        headers={"Retry-After": str(RENEW_SECONDS)},
+    )
+
+
+def _process_full(total: int) -> Response:
+    global _full_logged_at
+    now = time.monotonic()
+    if now - _full_logged_at > FULL_LOG_SECONDS:  # once a minute, not once per refusal
+        _full_logged_at = now
+        log.warning(
+            "websocket refused: this process holds WS_MAX_CONNECTIONS_PER_PROCESS=%d", total
+        )
+    return error_response(
+        503,
+        "SERVICE_UNAVAILABLE",
+        f"This server holds its maximum of {total} WebSocket connections; retry later",
+        headers={"Retry-After": str(FULL_RETRY_SECONDS)},
+    )
 
 
 def renew_lease() -> None:
@@ -119,6 +203,9 @@ def renew_lease() -> None:
 
 
 def release_lease(_exc: BaseException | None = None) -> None:
+    client = g.pop("ws_slot", None)
+    if client is not None:
+        SLOTS.give_back(client)
     lease = g.pop("ws_lease", None)
     if lease is not None:
         lease.release()

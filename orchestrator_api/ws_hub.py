@@ -162,7 +162,10 @@ def system_health(ext) -> dict:
     try:
         with ext.database.session() as db:
             for name, model in (("sessions", WorkSession), ("agents", Agent), ("tasks", Task)):
-                rows = db.execute(select(model.status, func.count()).group_by(model.status))
+                query = select(model.status, func.count()).group_by(model.status)
+                if model is Agent:  # deregistered agents are records, not members
+                    query = query.where(Agent.deregistered_at.is_(None))
+                rows = db.execute(query)
                 payload["counts"][name] = {str(s): n for s, n in rows}
     except Exception:
         payload["database"] = "unavailable"

@@ -73,6 +73,18 @@ def _text(raw: str) -> str:
     return raw
 
 
+ORIGIN_PATTERN = re.compile(r"^https?://[^/\s:]+(:\d{1,5})?$")
+
+
+def _origins(raw: str) -> str:
+    """Comma-separated browser origins (scheme://host[:port], no path), or `*`."""
+    origins = [o.strip().rstrip("/") for o in raw.split(",") if o.strip()]
+    for origin in origins:
+        if origin != "*" and not ORIGIN_PATTERN.match(origin):
+            raise ValueError(f"{origin!r} is not an origin like https://app.example.com:3000")
+    return ",".join(origins)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = "postgresql://localhost/orchestrator"
@@ -87,6 +99,9 @@ class Settings:
     agent_registration_limit: str = "10/minute"
     token_max_ttl_seconds: int = DEFAULT_TOKEN_MAX_TTL_SECONDS
     ws_max_connections_per_client: int = 5
+    # Open WebSockets per web process, at most: each holds a request thread of its own
+    # (gunicorn.conf.py adds this many threads to WEB_THREADS, which stay for HTTP).
+    ws_max_connections_per_process: int = 1000
     heartbeat_timeout_seconds: int = 30
     task_max_attempts: int = 3
     task_timeout_seconds: int = 3600
@@ -98,6 +113,8 @@ class Settings:
     flower_port: int = 5555
     # Where users reach Flower (behind a proxy); empty: FLOWER_PORT on the page's host.
     flower_url: str = ""
+    # Browser origins allowed to call the API (comma-separated, or *); none by default.
+    cors_origins: str = ""
 
     @property
     def is_production(self) -> bool:
@@ -157,6 +174,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "agent_registration_limit": _rate_limit,
     "token_max_ttl_seconds": _int_between(300, 366 * 24 * 3600),
     "ws_max_connections_per_client": _int_between(1, 10_000),
+    "ws_max_connections_per_process": _int_between(1, 100_000),
     "heartbeat_timeout_seconds": _int_between(1, 86_400),
     "task_max_attempts": _int_between(1, 100),
     "task_timeout_seconds": _int_between(1, 86_400),
@@ -167,6 +185,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "port": _int_between(1, 65_535),
     "flower_port": _int_between(1, 65_535),
     "flower_url": _url("http", "https"),
+    "cors_origins": _origins,
 }
 
 
