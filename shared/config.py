@@ -14,6 +14,8 @@ RATE_LIMIT_PATTERN = re.compile(
     r"^\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|month|year)s?\s*$", re.IGNORECASE
 )
 LOG_LEVELS = {"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"}
+# RATE_LIMIT when it is not set and ORCHESTRATOR_ENV is development (production: 60/minute).
+DEVELOPMENT_RATE_LIMIT = "1200/minute"
 # The longest lifetime (exp - iat) of a token the API accepts: the 30 days of the tokens
 # that registrations hand to agents, and a day of margin (shared/tokens.py).
 DEFAULT_TOKEN_MAX_TTL_SECONDS = 31 * 24 * 3600
@@ -147,6 +149,10 @@ class Settings:
                 values[field.name] = PARSERS[field.name](raw)
             except ValueError as exc:
                 raise ConfigError(f"{name} {exc}") from None
+        if "rate_limit" not in values and values.get("orchestrator_env") != "production":
+            # 60/minute is the production default; a lone developer exploring with curl,
+            # the dashboard and `orchestrator demo` from one address would hit it at once.
+            values["rate_limit"] = DEVELOPMENT_RATE_LIMIT
         settings = cls(**values)
         if settings.is_production and len(settings.api_secret_key or "") < 32:
             raise ConfigError(

@@ -12,7 +12,7 @@ def test_defaults_match_the_contract():
     assert settings.redis_url == "redis://localhost:6379/0"
     assert settings.log_level == "INFO"
     assert settings.orchestrator_env == "development"
-    assert settings.rate_limit == "60/minute"
+    assert settings.rate_limit == "1200/minute"  # development: a lone developer's budget
     assert settings.ws_max_connections_per_client == 5
     assert settings.heartbeat_timeout_seconds == 30
     assert settings.task_max_attempts == 3
@@ -22,6 +22,14 @@ def test_defaults_match_the_contract():
     assert settings.event_retention == 10000
     assert settings.port == 8000
     assert settings.api_secret_key is None
+
+
+def test_sixty_a_minute_is_the_production_default():
+    production = Settings.from_env({"ORCHESTRATOR_ENV": "production", "API_SECRET_KEY": "k" * 32})
+    assert production.rate_limit == "60/minute"
+    assert Settings().rate_limit == "60/minute"
+    chosen = Settings.from_env({"RATE_LIMIT": "60/minute"})
+    assert chosen.rate_limit == "60/minute"  # set explicitly, development keeps it
 
 
 def test_every_variable_is_read():
