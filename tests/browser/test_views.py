@@ -125,8 +125,9 @@ def test_a_task_offers_assign_cancel_and_retry_when_allowed(live, page, api):
 
 
 def test_done_by_the_agent_even_after_it_left(live, browser, api, page):
-    """Names are kept by the page (localStorage): a task done by an agent that has since
-    deregistered still says who; a page that never saw the agent says its id's start."""
+    """A task done by an agent that has since deregistered still says who: the page keeps
+    the names it saw (localStorage), and looks up an agent the live list leaves out; an
+    agent it cannot find is shown by its id's start."""
     session = api.session(unique("Done by"), start=True)
     agent = api.agent(capabilities=["SECURITY_AUDIT"], name=unique("auditor"))
     task = api.task(session["id"], "Audit it", required_capabilities=["SECURITY_AUDIT"])
@@ -139,15 +140,20 @@ def test_done_by_the_agent_even_after_it_left(live, browser, api, page):
         pytest.xfail("the server forgets assigned_agent_id when the agent deregisters (issue 13)")
     page.reload()
     expect(node(page, task["id"]).locator(".node-agent")).to_have_text(f"done by {agent['name']}")
-    fresh = browser.new_context()
-    try:
-        other = fresh.new_page()
-        open_dashboard(other, live, f"#/sessions/{session['id']}")
-        expect(node(other, task["id"]).locator(".node-agent")).to_have_text(
-            f"done by {agent['id'][:8]}"
-        )
-    finally:
-        fresh.close()
+    for lookups in ("answered", "not found"):
+        fresh = browser.new_context()  # nothing kept: the page has to look the agent up
+        try:
+            other = fresh.new_page()
+            if lookups == "not found":
+                other.route(
+                    re.compile(r"/api/v1/agents/[0-9a-f-]{36}$"),
+                    lambda route: route.fulfill(status=404, json={"error": {"code": "X"}}),
+                )
+            open_dashboard(other, live, f"#/sessions/{session['id']}")
+            done = agent["name"] if lookups == "answered" else agent["id"][:8]
+            expect(node(other, task["id"]).locator(".node-agent")).to_have_text(f"done by {done}")
+        finally:
+            fresh.close()
 
 
 def test_agents_show_their_tasks_and_fold_offline_ones(live, page, api, database):

@@ -2,17 +2,22 @@
  * origin, and after the agent is gone: a finished task keeps its agent's id, and the page
  * still says "done by <name>" for an agent that has since deregistered, if any tab saw it
  * while it was registered). Sessions' and tasks' titles are kept for this tab, from what its
- * views loaded. An unknown agent is asked for once, in the background (budget.js). */
+ * views loaded. An unknown agent is looked up once, in the background (budget.js): the list
+ * of live agents first, then, for a deregistered one (a record the list leaves out), the
+ * agent itself, a few at a time. */
 
 import { refresher } from "./budget.js";
-import { apiAll } from "./http.js";
+import { api, apiAll } from "./http.js";
 import { shortId } from "./util.js";
 
 const AGENTS_KEY = "orchestrator.dashboard.agent-names";
 const MAX_AGENTS = 1000;
+const LOOKUPS_PER_RUN = 5;
 
 const agents = new Map(read());
-const asked = new Set();
+const asked = new Set(); // ids wanted
+const listed = new Set(); // wanted when the list of live agents was read
+const looked = new Set(); // looked up one by one
 const listeners = new Set();
 export const sessionTitles = new Map();
 export const taskTitles = new Map();
@@ -73,7 +78,23 @@ export function learnSessions(list) {
   for (const session of list) sessionTitles.set(session.id, session.title);
 }
 
-const fetchAgents = refresher(async () => learnAgents(await apiAll("/api/v1/agents")));
+const fetchAgents = refresher(async () => {
+  const missing = () => [...asked].filter((id) => !agents.has(id) && !looked.has(id));
+  const unlisted = missing().filter((id) => !listed.has(id));
+  if (unlisted.length) {
+    for (const id of unlisted) listed.add(id);
+    learnAgents(await apiAll("/api/v1/agents"));
+  }
+  for (const id of missing().slice(0, LOOKUPS_PER_RUN)) {
+    looked.add(id);
+    try {
+      learnAgents([await api("GET", `/api/v1/agents/${id}`)]);
+    } catch (error) {
+      /* gone for good (404): its id is all there is */
+    }
+  }
+  if (missing().length) fetchAgents();
+});
 
 /** The agent's name, else its id's first 8 characters (and one background look-up). */
 export function agentName(id) {
