@@ -55,9 +55,11 @@ class ReferenceAgent:
         websocket: bool = True,
         seed: int | None = None,
         echo: Callable[[str], None] | None = None,
+        pool: str | None = None,
     ) -> None:
         self.client = client
         self.name = name
+        self.pool = pool
         self.capabilities = [str(c).strip().upper() for c in capabilities if str(c).strip()]
         self.agent_type = agent_type
         self.max_tasks = max_tasks
@@ -91,7 +93,11 @@ class ReferenceAgent:
     def start(self) -> ReferenceAgent:
         """Register and start the threads; returns at once."""
         agent = self.client.register_agent(
-            self.name, self.agent_type, self.capabilities, max_concurrent_tasks=self.max_tasks
+            self.name,
+            self.agent_type,
+            self.capabilities,
+            max_concurrent_tasks=self.max_tasks,
+            pool=self.pool,
         )
         self.id = agent["id"]
         if agent.get("token"):

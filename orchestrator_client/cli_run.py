@@ -63,6 +63,11 @@ def agent() -> None:
     help="Polling period while the event stream is up (2 s while it is down).",
 )
 @click.option("--stop-after", type=click.IntRange(1), help="Stop after this many tasks.")
+@click.option(
+    "--pool",
+    default=None,
+    help="The pool to join (default: `default`): the agent takes only its sessions' tasks.",
+)
 @click.option("--websocket/--no-websocket", default=True, help="Hear of tasks on the stream.")
 @api_errors
 def agent_run(
@@ -76,6 +81,7 @@ def agent_run(
     poll_seconds,
     stop_after,
     websocket,
+    pool,
 ) -> None:
     """Register an agent and work on the tasks it is given, until Ctrl-C (which
     deregisters it)."""
@@ -93,6 +99,7 @@ def agent_run(
         stop_after=stop_after,
         websocket=websocket,
         echo=echo_line,
+        pool=pool,
     )
     worker.run()
     echo_line(f"{name}: {len(worker.completed)} completed, {len(worker.failed)} failed")

@@ -37,9 +37,16 @@ class OrchestratorClient(HttpClient):
     # Sessions (CONTRACT section 2)
 
     def list_sessions(
-        self, *, status: str | None = None, page: int = 1, page_size: int = 20
+        self,
+        *,
+        status: str | None = None,
+        pool: str | None = None,
+        page: int = 1,
+        page_size: int = 20,
     ) -> JSON:
-        return self._get("/api/v1/sessions", status=status, page=page, page_size=page_size)
+        return self._get(
+            "/api/v1/sessions", status=status, pool=pool, page=page, page_size=page_size
+        )
 
     def create_session(
         self,
@@ -48,8 +55,11 @@ class OrchestratorClient(HttpClient):
         type: str | None = None,
         priority: str | None = None,
         initial_prompt: str | None = None,
+        pool: str | None = None,
     ) -> JSON:
-        body = _body(title=title, type=type, priority=priority, initial_prompt=initial_prompt)
+        body = _body(
+            title=title, type=type, priority=priority, initial_prompt=initial_prompt, pool=pool
+        )
         return self._post("/api/v1/sessions", body)
 
     def get_session(self, session_id: Id) -> JSON:
@@ -82,13 +92,16 @@ class OrchestratorClient(HttpClient):
         capabilities: Iterable[str],
         *,
         max_concurrent_tasks: int | None = None,
+        pool: str | None = None,
     ) -> JSON:
-        """The agent, with its own `token` where the server issues one."""
+        """The agent, with its own `token` where the server issues one. It takes only
+        tasks of its pool's sessions (`default` when not given)."""
         body = _body(
             name=name,
             type=type,
             capabilities=list(capabilities),
             max_concurrent_tasks=max_concurrent_tasks,
+            pool=pool,
         )
         return self._post("/api/v1/agents/register", body)
 
@@ -99,6 +112,7 @@ class OrchestratorClient(HttpClient):
         available_only: bool | None = None,
         status: str | None = None,
         type: str | None = None,
+        pool: str | None = None,
         page: int = 1,
         page_size: int = 20,
     ) -> JSON:
@@ -108,6 +122,7 @@ class OrchestratorClient(HttpClient):
             available_only=available_only,
             status=status,
             type=type,
+            pool=pool,
             page=page,
             page_size=page_size,
         )

@@ -5,13 +5,16 @@ reads the subtasks' required capabilities and starts three agents that cover the
 between them, then follows the session's `progress` (woken by its event stream) until
 every task is done, and completes the session.
 
-The session is started after the decomposition is accepted, not before: a task of a
-RUNNING session may be assigned at once (to any agent of the fleet that has the
-capability), and a task that is no longer PENDING can't be decomposed.
+The demo runs in a fresh pool of its own (`demo-<random>`): its agents take only its
+own tasks, and no agent of anyone else's takes them, so it never touches other work on a
+shared server. The session is started after the decomposition is accepted, not before:
+a task of a RUNNING session may be assigned at once, and a task that is no longer
+PENDING can't be decomposed.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +25,13 @@ from orchestrator_client.client import OrchestratorClient
 from orchestrator_client.errors import OrchestratorError
 
 FINISHED = ("COMPLETED", "FAILED", "CANCELLED")
+
+
+def fresh_pool(prefix: str) -> str:
+    """A pool name nobody else uses (the server's rule: lower-case, digits, '-', '_')."""
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
 AGENT_TYPES = ("BACKEND", "FULLSTACK", "QA")
 
 
@@ -55,9 +65,13 @@ def run_demo(
     echo: Callable[[str], None] = print,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the demo; the finished session, or DemoFailed."""
+    """Run the demo in a pool of its own; the finished session, or DemoFailed."""
+    pool = fresh_pool("demo")
     session = client.create_session(
-        f"Demo: {title}", priority="HIGH", initial_prompt=f"{title} ({template} template)"
+        f"Demo: {title}",
+        priority="HIGH",
+        initial_prompt=f"{title} ({template} template)",
+        pool=pool,
     )
     sid = session["id"]
     agents: list[ReferenceAgent] = []
@@ -65,7 +79,7 @@ def run_demo(
         root = client.create_task(sid, title, description=f"Decomposed with {template}")
         client.decompose_task(root["id"], template)
         client.start_session(sid)
-        echo(f"session {sid} RUNNING; task {root['id']} decomposed with {template}")
+        echo(f"session {sid} RUNNING in pool {pool}; task {root['id']} decomposed with {template}")
         subtasks = _wait_for_subtasks(client, sid, root["id"], timeout=min(timeout, 60))
         plan = capability_plan([t["required_capabilities"] for t in subtasks])
         echo(f"{len(subtasks)} subtasks; starting {len(plan)} agents")
@@ -78,6 +92,7 @@ def run_demo(
                 work_seconds=work_seconds,
                 fail_rate=fail_rate,
                 echo=echo,
+                pool=pool,
             )
             agents.append(agent)
             agent.start()

@@ -19,6 +19,7 @@ blp = Blueprint("sessions", __name__, url_prefix="/api/v1/sessions", description
 
 FIELDS = (
     "id",
+    "pool",
     "title",
     "status",
     "type",

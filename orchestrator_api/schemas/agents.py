@@ -2,7 +2,14 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
-from orchestrator_api.schemas.common import PageQuerySchema, StrictInteger, UpperEnum, UTCDateTime
+from orchestrator_api.schemas.common import (
+    PageQuerySchema,
+    StrictInteger,
+    UpperEnum,
+    UTCDateTime,
+    pool_field,
+)
+from shared import pools
 from shared.enums import AgentStatus, AgentType, Capability
 
 
@@ -13,6 +20,7 @@ class AgentRegisterSchema(Schema):
         UpperEnum(Capability), required=True, validate=validate.Length(min=1, max=10)
     )
     max_concurrent_tasks = StrictInteger(load_default=5, validate=validate.Range(min=1, max=100))
+    pool = pool_field(load_default=pools.DEFAULT_POOL)
 
     @validates("name")
     def _name_is_visible(self, value, **_kwargs):
@@ -35,11 +43,13 @@ class AgentListQuerySchema(PageQuerySchema):
     status = UpperEnum(AgentStatus)
     type = UpperEnum(AgentType)
     include_deregistered = fields.Boolean(load_default=False)
+    pool = pool_field()
 
 
 class AgentSchema(Schema):
     id = fields.UUID()
     name = fields.String()
+    pool = fields.String()
     type = UpperEnum(AgentType)
     capabilities = fields.List(fields.String())
     max_concurrent_tasks = fields.Integer()

@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from shared import pools
+
 
 class UpperEnum(fields.String):
     """An enum value, accepted in any case, always written upper case. A wrong value or a
@@ -34,6 +36,19 @@ def not_blank(value: str) -> None:
 def title_field(**kwargs) -> fields.String:
     """A title: 1-200 characters, not only whitespace."""
     return fields.String(validate=[validate.Length(min=1, max=200), not_blank], **kwargs)
+
+
+def _pool_name(value: str) -> None:
+    if not pools.is_valid(value):
+        raise ValidationError(f"A pool name is {pools.POOL_RULE}.")
+
+
+def pool_field(**kwargs) -> fields.String:
+    return fields.String(
+        validate=_pool_name,
+        metadata={"description": f"The pool (team): {pools.POOL_RULE}", "example": "default"},
+        **kwargs,
+    )
 
 
 class QuerySchema(Schema):

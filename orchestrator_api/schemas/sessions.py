@@ -7,13 +7,16 @@ from orchestrator_api.schemas.common import (
     PageSchema,
     UpperEnum,
     UTCDateTime,
+    pool_field,
     title_field,
 )
+from shared import pools
 from shared.enums import Priority, SessionStatus, SessionType
 
 
 class SessionCreateSchema(Schema):
     title = title_field(required=True)
+    pool = pool_field(load_default=pools.DEFAULT_POOL)
     type = UpperEnum(SessionType, load_default=SessionType.CODING.value)
     priority = UpperEnum(Priority, load_default=Priority.MEDIUM.value)
     initial_prompt = fields.String(
@@ -23,6 +26,7 @@ class SessionCreateSchema(Schema):
 
 class SessionListQuerySchema(PageQuerySchema):
     status = UpperEnum(SessionStatus)
+    pool = pool_field()
 
 
 class SessionProgressSchema(Schema):
@@ -33,6 +37,7 @@ class SessionProgressSchema(Schema):
 
 class SessionSchema(Schema):
     id = fields.UUID()
+    pool = fields.String()
     title = fields.String()
     status = UpperEnum(SessionStatus)
     type = UpperEnum(SessionType)

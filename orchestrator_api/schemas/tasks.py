@@ -8,6 +8,7 @@ from orchestrator_api.schemas.common import (
     StrictInteger,
     UpperEnum,
     UTCDateTime,
+    pool_field,
     title_field,
 )
 from shared.enums import Capability, Complexity, DecompositionTemplate, TaskStatus
@@ -45,6 +46,7 @@ class TaskListQuerySchema(PageQuerySchema):
     status = UpperEnum(TaskStatus)
     parent_only = fields.Boolean(load_default=False)
     agent_id = fields.UUID()
+    pool = pool_field()
 
 
 class ActorSchema(Schema):

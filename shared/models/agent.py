@@ -10,6 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shared.db import Base
 from shared.enums import AgentStatus, AgentType
 from shared.models.types import TimestampMixin, enum_column, new_id, utcnow
+from shared.pools import DEFAULT_POOL
 
 
 class Agent(TimestampMixin, Base):
@@ -23,6 +24,7 @@ class Agent(TimestampMixin, Base):
         Index("ix_agents_capabilities", "capabilities", postgresql_using="gin"),
         Index("ix_agents_status_created_at", "status", "created_at"),
         Index("ix_agents_created_at", "created_at"),
+        Index("ix_agents_pool_created_at", "pool", "created_at"),
         Index(
             "uq_agents_live_name", "name", unique=True, postgresql_where="deregistered_at IS NULL"
         ),
@@ -37,6 +39,8 @@ class Agent(TimestampMixin, Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     # Unique among live agents (uq_agents_live_name): a deregistered agent's name is free.
     name: Mapped[str] = mapped_column(String(100))
+    # It takes tasks of its pool's sessions only (shared/pools.py); fixed at registration.
+    pool: Mapped[str] = mapped_column(String(40), default=DEFAULT_POOL, server_default=DEFAULT_POOL)
     type: Mapped[AgentType] = mapped_column(enum_column(AgentType, "agent_type"))
     capabilities: Mapped[list[str]] = mapped_column(ARRAY(String(40)))
     max_concurrent_tasks: Mapped[int] = mapped_column(Integer, default=5)

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shared.db import Base
 from shared.enums import Priority, SessionStatus, SessionType
 from shared.models.types import TimestampMixin, enum_column, new_id
+from shared.pools import DEFAULT_POOL
 
 
 class WorkSession(TimestampMixin, Base):
@@ -19,10 +20,13 @@ class WorkSession(TimestampMixin, Base):
     __table_args__ = (
         Index("ix_sessions_created_at", "created_at"),
         Index("ix_sessions_status_created_at", "status", "created_at"),
+        Index("ix_sessions_pool_created_at", "pool", "created_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     title: Mapped[str] = mapped_column(String(200))
+    # The team's pool: its tasks go only to agents of the same pool (shared/pools.py).
+    pool: Mapped[str] = mapped_column(String(40), default=DEFAULT_POOL, server_default=DEFAULT_POOL)
     status: Mapped[SessionStatus] = mapped_column(
         enum_column(SessionStatus, "session_status"), default=SessionStatus.PENDING
     )

@@ -18,6 +18,7 @@ from shared.enums import HELD_TASK_STATUSES, AgentStatus, AgentType, Capability
 from shared.errors import AgentNameTaken, AgentNotFound
 from shared.models import Agent, Task
 from shared.models.types import utcnow
+from shared.pools import DEFAULT_POOL
 from shared.services.common import Page, paginate
 from shared.states import move_agent
 from shared.unit_of_work import request_job
@@ -38,9 +39,11 @@ def register(
     type: AgentType,
     capabilities: list[Capability],
     max_concurrent_tasks: int = 5,
+    pool: str = DEFAULT_POOL,
 ) -> Agent:
     agent = Agent(
         id=uuid.uuid4(),
+        pool=pool,
         name=name,
         type=type,
         capabilities=[Capability(c).value for c in capabilities],
@@ -58,6 +61,7 @@ def register(
         db,
         events.AGENT_REGISTERED,
         agent_id=agent.id,
+        pool=pool,
         status=agent.status,
         current_load=0,
         active_tasks=0,
@@ -125,10 +129,13 @@ def list_agents(
     status: AgentStatus | None = None,
     type: AgentType | None = None,
     include_deregistered: bool = False,
+    pool: str | None = None,
     page: int = 1,
     page_size: int = 20,
 ) -> Page[Agent]:
     query = select(Agent).order_by(Agent.created_at.desc(), Agent.id.desc())
+    if pool is not None:
+        query = query.where(Agent.pool == pool)
     if not include_deregistered:
         query = query.where(Agent.deregistered_at.is_(None))
     if capability is not None:

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import and_, case, select, text
+from sqlalchemy import and_, case, or_, select, text
 from sqlalchemy.orm import Session
 
 from shared import events
@@ -36,6 +36,7 @@ _priority_rank = case(
 @dataclass
 class _Slot:
     agent_id: uuid.UUID
+    pool: str
     capabilities: frozenset[str]
     max_tasks: int
     load: int
@@ -50,26 +51,32 @@ class _Slot:
         return (self.held / self.max_tasks, self.load, self.agent_id)
 
 
+# A task's need: its pool (its session's) and its required capabilities.
+Need = tuple[str, frozenset[str]]
+
+
 @dataclass
 class _Matcher:
-    """Least loaded fitting agent per set of required capabilities, kept in lazy heaps."""
+    """Least loaded fitting agent per pool and set of required capabilities, kept in
+    lazy heaps."""
 
     slots: dict[uuid.UUID, _Slot]
-    heaps: dict[frozenset[str], list] = field(default_factory=dict)
-    members: dict[uuid.UUID, list[frozenset[str]]] = field(default_factory=dict)
+    heaps: dict[Need, list] = field(default_factory=dict)
+    members: dict[uuid.UUID, list[Need]] = field(default_factory=dict)
 
-    def best(self, required: frozenset[str]) -> _Slot | None:
-        heap = self.heaps.get(required)
+    def best(self, need: Need) -> _Slot | None:
+        heap = self.heaps.get(need)
         if heap is None:
+            pool, required = need
             heap = [
                 (*slot.key(), slot.version)
                 for slot in self.slots.values()
-                if slot.has_room() and required <= slot.capabilities
+                if slot.pool == pool and slot.has_room() and required <= slot.capabilities
             ]
             heapq.heapify(heap)
-            self.heaps[required] = heap
+            self.heaps[need] = heap
             for *_, agent_id, _version in heap:
-                self.members.setdefault(agent_id, []).append(required)
+                self.members.setdefault(agent_id, []).append(need)
         while heap:
             *_, agent_id, version = heap[0]
             slot = self.slots[agent_id]
@@ -82,39 +89,49 @@ class _Matcher:
         slot.held += 1
         slot.version += 1
         if slot.has_room():
-            for required in self.members.get(slot.agent_id, []):
-                heapq.heappush(self.heaps[required], (*slot.key(), slot.version))
+            for need in self.members.get(slot.agent_id, []):
+                heapq.heappush(self.heaps[need], (*slot.key(), slot.version))
 
 
-def _capability_sets(db: Session, *, agent_id: uuid.UUID | None) -> list[frozenset[str]]:
-    """The capability sets of agents with room, without the sets contained in another:
-    a task can be placed only if one of them covers its required capabilities."""
+def _capability_sets(db: Session, *, agent_id: uuid.UUID | None) -> dict[str, list[frozenset]]:
+    """Per pool, the capability sets of agents with room, without the sets contained in
+    another: a task can be placed only if one of its pool's covers what it requires."""
     query = (
-        select(Agent.capabilities)
+        select(Agent.pool, Agent.capabilities)
         .where(Agent.status.in_([AgentStatus.IDLE, AgentStatus.ACTIVE]), Agent.current_load < 100)
         .distinct()
     )
     if agent_id is not None:
         query = query.where(Agent.id == agent_id)
-    sets = {frozenset(c) for c in db.scalars(query)}
-    return [s for s in sets if not any(s < other for other in sets)]
+    by_pool: dict[str, set[frozenset]] = {}
+    for pool, capabilities in db.execute(query):
+        by_pool.setdefault(pool, set()).add(frozenset(capabilities))
+    return {
+        pool: [s for s in sets if not any(s < other for other in sets)]
+        for pool, sets in by_pool.items()
+    }
 
 
-def _placeable_requirements(
+def _placeable_needs(
     db: Session, *, agent_id: uuid.UUID | None, task_ids: list[uuid.UUID] | None
-) -> list[list[str]]:
-    """The distinct required-capability lists of ready tasks that some agent with room
-    covers: one containment check per distinct list, not per task."""
+) -> list[tuple[str, list[str]]]:
+    """The distinct (pool, required capabilities) of ready tasks of running sessions that
+    some agent of that pool with room covers: one check per distinct need, not per task."""
     capability_sets = _capability_sets(db, agent_id=agent_id)
     if not capability_sets:
         return []
-    query = select(Task.required_capabilities).where(_ready).distinct()
+    query = (
+        select(WorkSession.pool, Task.required_capabilities)
+        .join(WorkSession, WorkSession.id == Task.session_id)
+        .where(_ready, WorkSession.status == SessionStatus.RUNNING)
+        .distinct()
+    )
     if task_ids is not None:
         query = query.where(Task.id.in_(task_ids))
     return [
-        required
-        for required in db.scalars(query)
-        if any(set(required) <= agent_set for agent_set in capability_sets)
+        (pool, required)
+        for pool, required in db.execute(query)
+        if any(set(required) <= agent_set for agent_set in capability_sets.get(pool, ()))
     ]
 
 
@@ -125,21 +142,33 @@ _ready = and_(
 )
 
 
+def _by_pool(needs: list[tuple[str, list[str]]]) -> dict[str, list[list[str]]]:
+    grouped: dict[str, list[list[str]]] = {}
+    for pool, required in needs:
+        grouped.setdefault(pool, []).append(required)
+    return grouped
+
+
 def _ready_tasks(
     db: Session, *, limit: int, task_ids: list[uuid.UUID] | None, agent_id: uuid.UUID | None
 ):
     """Ready tasks that some agent with room could take, most urgent first. Tasks nobody
     can take are not selected, so they never hold back the ones behind them."""
-    placeable = _placeable_requirements(db, agent_id=agent_id, task_ids=task_ids)
+    placeable = _placeable_needs(db, agent_id=agent_id, task_ids=task_ids)
     if not placeable:
         return []
     query = (
-        select(Task.id, Task.required_capabilities)
+        select(Task.id, WorkSession.pool, Task.required_capabilities)
         .join(WorkSession, WorkSession.id == Task.session_id)
         .where(
             _ready,
             WorkSession.status == SessionStatus.RUNNING,
-            Task.required_capabilities.in_(placeable),
+            or_(
+                *(
+                    and_(WorkSession.pool == pool, Task.required_capabilities.in_(needs))
+                    for pool, needs in _by_pool(placeable).items()
+                )
+            ),
         )
         .order_by(_priority_rank, Task.created_at, Task.id)
         .limit(limit)
@@ -151,7 +180,12 @@ def _ready_tasks(
 
 def _lock_agents(db: Session, *, agent_id: uuid.UUID | None) -> dict[uuid.UUID, _Slot]:
     query = select(
-        Agent.id, Agent.capabilities, Agent.max_concurrent_tasks, Agent.current_load, Agent.status
+        Agent.id,
+        Agent.pool,
+        Agent.capabilities,
+        Agent.max_concurrent_tasks,
+        Agent.current_load,
+        Agent.status,
     ).where(Agent.status.in_([AgentStatus.IDLE, AgentStatus.ACTIVE]), Agent.current_load < 100)
     if agent_id is not None:
         query = query.where(Agent.id == agent_id).with_for_update()
@@ -164,6 +198,7 @@ def _lock_agents(db: Session, *, agent_id: uuid.UUID | None) -> dict[uuid.UUID, 
     return {
         r.id: _Slot(
             r.id,
+            r.pool,
             frozenset(r.capabilities),
             r.max_concurrent_tasks,
             r.current_load,
@@ -199,8 +234,8 @@ def assign_ready(
         return []
     matcher = _Matcher(_lock_agents(db, agent_id=agent_id))
     pairs: list[tuple[uuid.UUID, uuid.UUID]] = []
-    for task_id, required in ready:
-        slot = matcher.best(frozenset(required))
+    for task_id, pool, required in ready:
+        slot = matcher.best((pool, frozenset(required)))
         if slot is not None:
             matcher.take(slot)
             pairs.append((task_id, slot.agent_id))
@@ -294,6 +329,9 @@ def _why_not(db: Session, agent: Agent, task: Task) -> str:
         return f"Agent {agent.id} lacks the capabilities {', '.join(missing)}"
     if agent.deregistered_at is not None:
         return f"Agent {agent.id} was deregistered"
+    pool = db.scalar(select(WorkSession.pool).where(WorkSession.id == task.session_id))
+    if agent.pool != pool:
+        return f"Agent {agent.id} is in pool {agent.pool!r}; the task's session is in {pool!r}"
     if agent.status == AgentStatus.OFFLINE:
         return f"Agent {agent.id} is OFFLINE"
     if agent.current_load >= 100:

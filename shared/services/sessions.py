@@ -12,6 +12,7 @@ from shared.enums import Priority, SessionStatus, SessionType, TaskStatus
 from shared.errors import SessionNotFound
 from shared.models import Task, WorkSession
 from shared.models.types import utcnow
+from shared.pools import DEFAULT_POOL
 from shared.services import settle
 from shared.services.common import Page, paginate
 from shared.states import move_session
@@ -25,9 +26,11 @@ def create(
     type: SessionType = SessionType.CODING,
     priority: Priority = Priority.MEDIUM,
     initial_prompt: str | None = None,
+    pool: str = DEFAULT_POOL,
 ) -> WorkSession:
     work_session = WorkSession(
         id=uuid.uuid4(),
+        pool=pool,
         title=title,
         type=type,
         priority=priority,
@@ -36,7 +39,11 @@ def create(
     )
     db.add(work_session)
     events.record(
-        db, events.SESSION_CREATED, session_id=work_session.id, status=work_session.status
+        db,
+        events.SESSION_CREATED,
+        session_id=work_session.id,
+        status=work_session.status,
+        pool=pool,
     )
     return work_session
 
@@ -64,11 +71,18 @@ def get_or_raise(
 
 
 def list_sessions(
-    db: Session, *, status: SessionStatus | None = None, page: int = 1, page_size: int = 20
+    db: Session,
+    *,
+    status: SessionStatus | None = None,
+    pool: str | None = None,
+    page: int = 1,
+    page_size: int = 20,
 ) -> Page[WorkSession]:
     query = select(WorkSession).order_by(WorkSession.created_at.desc(), WorkSession.id.desc())
     if status is not None:
         query = query.where(WorkSession.status == status)
+    if pool is not None:
+        query = query.where(WorkSession.pool == pool)
     return paginate(db, query, page=page, page_size=page_size)
 
 

@@ -24,7 +24,7 @@ from shared.enums import (
     TaskStatus,
 )
 from shared.errors import Conflict, InvalidTransition, TaskNotFound, ValidationError
-from shared.models import Task, TaskDependency
+from shared.models import Task, TaskDependency, WorkSession
 from shared.services import sessions as session_service
 from shared.services import task_lifecycle
 from shared.services.common import Page, paginate, settings_of
@@ -173,10 +173,15 @@ def list_tasks(
     status: TaskStatus | None = None,
     parent_only: bool = False,
     agent_id: uuid.UUID | None = None,
+    pool: str | None = None,
     page: int = 1,
     page_size: int = 20,
 ) -> Page[Task]:
     query = select(Task).order_by(Task.created_at.desc(), Task.id.desc())
+    if pool is not None:  # a task's pool is its session's
+        query = query.where(
+            Task.session_id.in_(select(WorkSession.id).where(WorkSession.pool == pool))
+        )
     if session_id is not None:
         query = query.where(Task.session_id == session_id)
     if status is not None:

@@ -114,6 +114,12 @@ def test_status_shows_health_counts_and_queue(api, live, settings):
 
 
 def test_demo_runs_a_session_to_completed(api, live):
+    # someone else's real work on the same server, which the demo's agents could do
+    other = api.start_session(api.create_session("someone else's work")["id"])
+    capabilities = sorted({c.value for step in TEMPLATES["FEATURE"] for c in step.capabilities})
+    theirs = [
+        api.create_task(other["id"], f"theirs {c}", required_capabilities=[c]) for c in capabilities
+    ]
     result = cli(live, "demo", "--work-seconds", "0.2", "--timeout", "120")
     assert result.exit_code == 0, result.output
     last = result.stdout.strip().splitlines()[-1]
@@ -126,6 +132,13 @@ def test_demo_runs_a_session_to_completed(api, live):
     tasks = api.list_tasks(session_id=work_session["id"], page_size=100)["items"]
     assert {t["status"] for t in tasks} == {"COMPLETED"}
     assert api.list_agents()["total"] == 0, "the demo's agents deregistered"
+    assert work_session["pool"].startswith("demo-")
+    # done by its agents, who are records now: every completed task still says who
+    assert all(t["assigned_agent_id"] for t in tasks if t["decomposition_template"] is None)
+    for task in theirs:  # never touched
+        untouched = api.get_task(task["id"])
+        assert (untouched["status"], untouched["attempts"]) == ("PENDING", 0), untouched
+        assert untouched["assigned_agent_id"] is None
 
 
 @pytest.mark.parametrize("template", sorted(TEMPLATES))
