@@ -66,10 +66,10 @@ def db_upgrade() -> None:
     type=click.IntRange(1),
     default=tokens.DEFAULT_TTL_SECONDS,
     show_default=True,
-    help="Lifetime in seconds, at most TOKEN_MAX_TTL_SECONDS (default 31 days).",
+    help="Lifetime in seconds, at most TOKEN_MAX_TTL_SECONDS (31 days unless set).",
 )
 def token(role: str, sub: str | None, agent_id, ttl: int) -> None:
-    """Print a token signed with API_SECRET_KEY (CONTRACT section 7).
+    """Print a token signed with API_SECRET_KEY (docs/API.md, "Authentication").
 
     With --agent-id the token's sub is agent:<ID>, the agent's own identity (its rate
     limit, WebSocket slots and Idempotency-Keys); --sub may then be left out."""

@@ -1,5 +1,5 @@
-/* Dashboard: the actions the current state allows (the API's state machines: CONTRACT
- * sections 2 and 4), as buttons; none where the token may not write. */
+/* Dashboard: the actions the current state allows (the API's state machines: docs/API.md,
+ * "Sessions" and "Tasks"), as buttons; none where the token may not write. */
 
 import { auth } from "./auth.js";
 import { api, failure } from "./http.js";
