@@ -3,7 +3,9 @@
 1,000 agents (10 tasks each at most, mixed capabilities) and 10,000 ready PENDING tasks in
 RUNNING sessions (each needs capabilities that some agent has) are bulk inserted; then
 `assign_ready(db)` is called in a loop, one transaction a call, until it assigns nothing.
-Goal: >= 1,000 tasks assigned a second. The floor: as many `SELECT 1` transactions.
+Goal: >= 1,000 tasks assigned a second, run twice: everything in one big pool, and the
+agents and sessions spread over 10 pools (assignment matches only within a pool). The
+floor: as many `SELECT 1` transactions.
 The end state is checked with SQL: no agent over its capacity, no task assigned twice, and
 no PENDING task left that an agent with room could take.
 """
@@ -39,33 +41,43 @@ CHECKS = {
         SELECT count(*) FROM (
             SELECT payload->>'task_id' FROM outbox_events WHERE type = 'task.assigned'
             GROUP BY 1 HAVING count(*) > 1) AS twice""",
+    "tasks given to an agent of another pool": """
+        SELECT count(*) FROM tasks AS t JOIN sessions AS s ON s.id = t.session_id
+        JOIN agents AS a ON a.id = t.assigned_agent_id WHERE a.pool <> s.pool""",
     "assignable tasks left PENDING": """
         SELECT count(*) FROM tasks AS t WHERE t.status = 'PENDING' AND EXISTS (
             SELECT 1 FROM agents AS a
             WHERE a.status IN ('IDLE', 'ACTIVE') AND a.current_load < 100
               AND a.capabilities @> t.required_capabilities
+              AND a.pool = (SELECT s.pool FROM sessions AS s WHERE s.id = t.session_id)
               AND a.max_concurrent_tasks > (
                   SELECT count(*) FROM tasks AS h WHERE h.assigned_agent_id = a.id
                   AND h.status IN ('ASSIGNED', 'IN_PROGRESS')))""",
 }
 
 
+POOL_LAYOUTS = (1, 10)  # one big pool; the fleet and the sessions spread over ten
+
+
 def run() -> list[Result]:
-    with benchmark_database("assignment") as settings:
-        database = Database(settings)
-        try:
-            began = time.perf_counter()
-            populate(database)
-            print(
-                f"  inserted {AGENTS:,} agents and {TASKS:,} tasks in "
-                f"{time.perf_counter() - began:.1f} s"
-            )
-            return [measure(database)]
-        finally:
-            database.dispose()
+    results = []
+    for pools in POOL_LAYOUTS:
+        with benchmark_database("assignment") as settings:
+            database = Database(settings)
+            try:
+                began = time.perf_counter()
+                populate(database, pools=pools)
+                print(
+                    f"  inserted {AGENTS:,} agents and {TASKS:,} tasks in {pools} pool(s) in "
+                    f"{time.perf_counter() - began:.1f} s"
+                )
+                results.append(measure(database, pools=pools))
+            finally:
+                database.dispose()
+    return results
 
 
-def populate(database: Database) -> None:
+def populate(database: Database, *, pools: int) -> None:
     rng = random.Random(20261126)
     capabilities = [c.value for c in Capability]
     now = utcnow()
@@ -73,6 +85,7 @@ def populate(database: Database) -> None:
         {
             "id": uuid.UUID(int=rng.getrandbits(128), version=4),
             "name": f"bench-agent-{n}",
+            "pool": f"pool-{n % pools}",
             "type": rng.choice(list(AgentType)).value,
             "capabilities": rng.sample(capabilities, rng.randint(1, 4)),
             "max_concurrent_tasks": MAX_TASKS_PER_AGENT,
@@ -86,6 +99,7 @@ def populate(database: Database) -> None:
         {
             "id": uuid.UUID(int=rng.getrandbits(128), version=4),
             "title": f"bench session {n}",
+            "pool": f"pool-{n % pools}",
             "status": SessionStatus.RUNNING.value,
             "priority": rng.choice(list(Priority)).value,
             "started_at": now,
@@ -94,11 +108,14 @@ def populate(database: Database) -> None:
     ]
     tasks = []
     for n in range(TASKS):
-        fitting_agent = rng.choice(agents)["capabilities"]
+        session = rng.choice(sessions)
+        fitting_agent = rng.choice(
+            [a for a in agents[:50] if a["pool"] == session["pool"]] or agents
+        )["capabilities"]
         tasks.append(
             {
                 "id": uuid.UUID(int=rng.getrandbits(128), version=4),
-                "session_id": rng.choice(sessions)["id"],
+                "session_id": session["id"],
                 "title": f"bench task {n}",
                 "status": TaskStatus.PENDING.value,
                 "required_capabilities": rng.sample(fitting_agent, min(2, len(fitting_agent))),
@@ -112,7 +129,7 @@ def populate(database: Database) -> None:
         connection.execute(text("ANALYZE"))
 
 
-def measure(database: Database) -> Result:
+def measure(database: Database, *, pools: int) -> Result:
     transactions = assigned = 0
     assigned_ids: set = set()
     began = time.perf_counter()
@@ -154,7 +171,7 @@ def measure(database: Database) -> Result:
     for name, count in found.items():
         print(f"  check: {name}: {count}")
     return Result(
-        benchmark="assignment (in-process)",
+        benchmark=f"assignment (in-process, {pools} pool{'s' if pools > 1 else ''})",
         measured=f"{per_second:,.0f} tasks/s ({assigned:,} tasks, {batches} batches, "
         f"{1000 * assign_seconds / transactions:.0f} ms/batch)",
         floor=f"SELECT 1 transaction {1000 * floor_seconds / transactions:.2f} ms",
