@@ -169,9 +169,10 @@ class LiveAgents:
         self.ttl = ttl
         self._until: dict[uuid.UUID, float] = {}
 
-    def is_live(self, agent_id: uuid.UUID) -> bool:
+    def is_live(self, agent_id: uuid.UUID, *, fresh: bool = False) -> bool:
+        """`fresh`: ask the database whatever is remembered (a WebSocket handshake)."""
         now = time.monotonic()
-        if self._until.get(agent_id, 0.0) > now:
+        if not fresh and self._until.get(agent_id, 0.0) > now:
             return True
         database = current_app.extensions["orchestrator"].database
         with database.engine.connect() as connection:

@@ -116,6 +116,14 @@ def test_agents_read_only_their_own_stream(prod):
         received.append(json.loads(stream.receive(timeout=10)))
     assert all(m["payload"]["agent_id"] == mine["id"] for m in received)
     stream.close()
+    gone = requests.delete(
+        f"{prod}/api/v1/agents/{mine['id']}",
+        headers={"Authorization": f"Bearer {admin}"},
+        timeout=5,
+    )
+    assert gone.status_code == 204
+    # a deregistered agent's identity no longer exists, on the streams as on /api/v1
+    refused(handshake(prod, f"/ws/agents/{mine['id']}?token={own}"), 401, "UNAUTHORIZED")
 
 
 def test_sixth_connection_is_refused_and_a_slot_frees_when_one_goes(prod):
