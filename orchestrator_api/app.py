@@ -12,7 +12,16 @@ from celery import Celery
 from flask import Flask, Response
 from flask_smorest import Api
 
-from orchestrator_api import auth, cors, database, errors, idempotency, limits, request_log
+from orchestrator_api import (
+    auth,
+    cors,
+    database,
+    errors,
+    idempotency,
+    limits,
+    openapi,
+    request_log,
+)
 from orchestrator_api.jobs import make_job_sender
 from orchestrator_api.request_body import MAX_BODY_BYTES, check_body
 from orchestrator_api.schemas.common import ErrorSchema
@@ -95,6 +104,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     metrics.register(app)
     for blueprint in (sessions.blp, agents.blp, tasks.blp):
         api.register_blueprint(blueprint)
+    openapi.describe(api, app)  # /health, /ready, /metrics and the WebSocket streams
     return app
 
 
