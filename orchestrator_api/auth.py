@@ -46,6 +46,7 @@ AGENT_SELF_ENDPOINTS = frozenset({"agents.AgentById", "agents.heartbeat", "agent
 AGENT_TASK_ENDPOINTS = frozenset(
     {
         "tasks.TaskById",
+        "tasks.task_events",
         "tasks.start_task",
         "tasks.complete_task",
         "tasks.fail_task",

@@ -16,6 +16,7 @@ from orchestrator_api.schemas.tasks import (
     FailSchema,
     ProgressReportSchema,
     TaskCreateSchema,
+    TaskHistorySchema,
     TaskListQuerySchema,
     TaskPageSchema,
     TaskSchema,
@@ -82,6 +83,15 @@ class TaskById(MethodView):
     def get(self, task_id):
         """Get one task with its dependencies and subtasks."""
         return task_view(service.get_or_raise(db(), task_id=parse_id(task_id)))
+
+
+@blp.route("/<task_id>/events", methods=["GET"])
+@blp.response(200, TaskHistorySchema)
+def task_events(task_id):
+    """The task's history: its events still retained (`EVENT_RETENTION`), oldest first,
+    with the ids and shape the WebSocket streams use."""
+    items = service.history(db(), task_id=parse_id(task_id))
+    return {"items": items, "total": len(items)}
 
 
 @blp.route("/<task_id>/start", methods=["POST"])

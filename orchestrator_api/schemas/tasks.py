@@ -112,3 +112,15 @@ class TaskPageSchema(PageSchema):
 class TaskListSchema(Schema):
     items = fields.List(fields.Nested(TaskSchema), required=True)
     total = fields.Integer(required=True)
+
+
+class EventSchema(Schema):
+    id = fields.String(required=True)
+    type = fields.String(required=True)
+    payload = fields.Dict(required=True)
+    timestamp = fields.String(required=True)
+
+
+class TaskHistorySchema(Schema):
+    items = fields.List(fields.Nested(EventSchema), required=True)
+    total = fields.Integer(required=True)

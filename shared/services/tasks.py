@@ -24,7 +24,7 @@ from shared.enums import (
     TaskStatus,
 )
 from shared.errors import Conflict, InvalidTransition, TaskNotFound, ValidationError
-from shared.models import Task, TaskDependency, WorkSession
+from shared.models import OutboxEvent, Task, TaskDependency, WorkSession
 from shared.services import sessions as session_service
 from shared.services import task_lifecycle
 from shared.services.common import Page, paginate, settings_of
@@ -191,6 +191,21 @@ def list_tasks(
     if agent_id is not None:
         query = query.where(Task.assigned_agent_id == agent_id)
     return paginate(db, query, page=page, page_size=page_size)
+
+
+def history(db: Session, *, task_id: uuid.UUID, limit: int = 500) -> list[dict]:
+    """The task's events still retained (the last EVENT_RETENTION of all), oldest first,
+    as the streams send them (the same ids, so a client can merge the two)."""
+    from shared.relay import message
+
+    get_or_raise(db, task_id=task_id)
+    rows = db.execute(
+        select(OutboxEvent.seq, OutboxEvent.type, OutboxEvent.payload, OutboxEvent.created_at)
+        .where(OutboxEvent.seq.is_not(None), OutboxEvent.payload["task_id"].astext == str(task_id))
+        .order_by(OutboxEvent.seq)
+        .limit(limit)
+    ).all()
+    return [message(*row) for row in rows]
 
 
 def dependencies_of(db: Session, *, task_ids: list[uuid.UUID]) -> dict[uuid.UUID, list]:

@@ -81,11 +81,17 @@ def test_a_task_detail_shows_what_it_is_and_what_happened(live, page, api):
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
     expect(page).to_have_url(re.compile(rf"#/sessions/{session['id']}$"))
-    # a link to a task opens its detail, with what happened before the page opened
+    # a link to a task opens its detail, with what happened before the page opened: the
+    # task's events, read from its history route
     page.goto(f"{live}/dashboard#/sessions/{session['id']}?task={task['id']}")
-    page.reload()
+    events_url = f"/api/v1/tasks/{task['id']}/events"
+    with page.expect_response(lambda response: response.url.endswith(events_url)) as answer:
+        page.reload()
+    assert answer.value.status == 200
     expect(dialog).to_be_visible()
-    expect(dialog.locator("#task-history li[data-source=record]")).not_to_have_count(0)
+    history = dialog.locator("#task-history li")
+    expect(history.filter(has_text="ASSIGNED → IN_PROGRESS")).to_have_count(1)
+    expect(history.filter(has_text="IN_PROGRESS → COMPLETED")).to_have_count(1)
     expect(dialog.locator("#task-history")).to_contain_text("created")
 
 

@@ -3,9 +3,10 @@
  * allows. Fetched once when opened (GET /api/v1/tasks/{id}); its events update it, and a
  * background fetch (budget.js) brings the fields events do not carry.
  *
- * History: there is no route for a task's past events; the dialog shows the events this
- * tab (or the SharedWorker, for all tabs) heard, and, for what happened before, the steps
- * the task's own timestamps record. */
+ * History: the task's retained events, read once when the dialog opens
+ * (GET /api/v1/tasks/{id}/events), merged by id with the events this tab (or the
+ * SharedWorker, for all tabs) hears; before the oldest of them, the steps the task's own
+ * timestamps record. */
 
 import { TASK_ACTION_LABELS, runTaskAction, taskActions } from "./actions.js";
 import { coverage, onActivity, taskEvents } from "./activity.js";
@@ -38,9 +39,11 @@ export class TaskDetail {
     if (this.taskId === taskId && this.dialog.open) return;
     this.taskId = taskId;
     this.task = this.view.tasks.get(taskId) || null;
+    this.recorded = [];
     this.render();
     if (!this.dialog.open) this.dialog.showModal();
     this.fetch();
+    this.fetchHistory();
     clearInterval(this.poll);
     this.poll = setInterval(() => {
       if (this.task && this.task.status === "IN_PROGRESS") this.refresh();
@@ -68,6 +71,19 @@ export class TaskDetail {
       if (id !== this.taskId) return;
       const text = failure("Could not load the task", error);
       if (text) $("#task-dialog-error").textContent = text;
+    }
+  }
+
+  async fetchHistory() {
+    const id = this.taskId;
+    if (!id) return;
+    try {
+      const history = await api("GET", `/api/v1/tasks/${id}/events`);
+      if (id !== this.taskId) return;
+      this.recorded = history.items.map((e) => ({ ...e, at: Date.parse(e.timestamp) }));
+      this.renderHistory();
+    } catch (error) {
+      // the heard events and the task's timestamps still tell most of it
     }
   }
 
@@ -176,7 +192,9 @@ export class TaskDetail {
     const list = $("#task-history");
     if (!list || !this.task) return;
     const task = this.task;
-    const heard = taskEvents(task.id);
+    const byId = new Map();
+    for (const e of [...(this.recorded || []), ...taskEvents(task.id)]) byId.set(String(e.id), e);
+    const heard = [...byId.values()].sort((a, b) => a.at - b.at);
     const first = heard.length ? heard[0].at : Infinity;
     const entries = [];
     const recorded = (at, text) => {
@@ -193,7 +211,7 @@ export class TaskDetail {
       el("time", { text: new Date(entry.at).toLocaleString() }), " ", entry.text,
       entry.source === "record" ? el("span", { class: "hint", text: " (from the task's record)" })
         : null)));
-    const since = coverage();
+    const since = (this.recorded || []).length ? null : coverage();
     $("#task-history-note").textContent = since
       ? `Events as heard by this page since ${new Date(since).toLocaleTimeString()}; earlier ` +
         "steps come from the task's timestamps (a release or retry before then is counted in " +
