@@ -14,7 +14,7 @@ import uuid
 import pytest
 from click.testing import CliRunner
 
-from orchestrator_client import AgentNotFound, OrchestratorClient
+from orchestrator_client import OrchestratorClient
 from orchestrator_client.demo import capability_plan
 from shared.cli import main
 from shared.templates import TEMPLATES
@@ -192,5 +192,4 @@ def test_agent_run_works_until_ctrl_c_deregisters_it(api, live):
             process.wait()
     assert process.returncode == 0, output
     assert f"{name}: deregistered" in output and f"{name}: 2 completed, 0 failed" in output
-    with pytest.raises(AgentNotFound):
-        api.get_agent(agent["id"])
+    assert api.get_agent(agent["id"])["deregistered_at"]  # kept as a record
