@@ -106,7 +106,11 @@ def test_production_over_http(production_web):
         timeout=5,
     )
     assert beat.status_code == 200
-    other = bearer("agent", agent_id=uuid.uuid4())
+    body = {"name": f"http-{uuid.uuid4().hex[:6]}", "type": "QA", "capabilities": ["TESTING"]}
+    second = requests.post(
+        f"{base}/api/v1/agents/register", json=body, headers=registrar, timeout=5
+    )
+    other = {"Authorization": f"Bearer {second.json()['token']}"}
     hijack = requests.post(
         f"{base}/api/v1/agents/{agent_id}/heartbeat",
         json={"current_load": 99},
@@ -114,6 +118,15 @@ def test_production_over_http(production_web):
         timeout=5,
     )
     assert hijack.status_code == 403
+    # a token for an agent that does not exist is no identity at all
+    ghost = bearer("agent", agent_id=uuid.uuid4())
+    haunt = requests.post(
+        f"{base}/api/v1/agents/{agent_id}/heartbeat",
+        json={"current_load": 99},
+        headers=ghost,
+        timeout=5,
+    )
+    assert haunt.status_code == 401
 
 
 def test_the_limit_is_shared_by_the_workers(production_web):
