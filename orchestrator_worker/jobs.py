@@ -10,6 +10,7 @@ caused them are on every line, shared/logs.py) and count what the services retur
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 from celery import shared_task
@@ -76,18 +77,26 @@ def decompose_task(task_id: str) -> int:
     return len(created)
 
 
+SETTLE_PATIENCE = 50  # batches that find only rows others hold, 0.2 s apart
+
+
 @shared_task(name=jobs.SETTLE_SESSION, **JOB_OPTIONS)
 def settle_session(session_id: str) -> int:
-    """Cancel a finished session's unfinished tasks, a bounded batch per transaction.
-    Stops when a batch finds nothing it can lock: the reconcile sweep takes what other
-    transactions held."""
-    total = 0
-    while True:
+    """Cancel a finished session's unfinished tasks, a bounded batch per transaction,
+    skipping rows other transactions hold (a creation being refused, say) and coming back
+    for them; after SETTLE_PATIENCE empty batches the reconcile sweep takes what is left."""
+    sid = uuid.UUID(session_id)
+    total = idle = 0
+    while idle < SETTLE_PATIENCE:
         with runtime.database().transaction() as db:
-            cancelled = settle.cancel_session_tasks(db, session_id=uuid.UUID(session_id))
+            cancelled = settle.cancel_session_tasks(db, session_id=sid)
+            left = cancelled == settle.BATCH or settle.has_unfinished_tasks(db, session_id=sid)
         total += cancelled
-        if cancelled < settle.BATCH:
+        if not left:
             break
+        idle = 0 if cancelled else idle + 1
+        if not cancelled:
+            time.sleep(0.2)
     log.info("cancelled %d tasks of finished session %s", total, session_id)
     return total
 

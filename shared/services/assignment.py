@@ -173,9 +173,12 @@ def _ready_tasks(
         .order_by(_priority_rank, Task.created_at, Task.id)
         .limit(limit)
     )
+    # FOR NO KEY UPDATE: a task creation key-share-locks the tasks it depends on
+    # (tasks.py), which must not make assignment skip them.
     if task_ids is not None:
-        return db.execute(query.where(Task.id.in_(task_ids)).with_for_update(of=Task)).all()
-    return db.execute(query.with_for_update(of=Task, skip_locked=True)).all()
+        locked = query.where(Task.id.in_(task_ids)).with_for_update(of=Task, key_share=True)
+        return db.execute(locked).all()
+    return db.execute(query.with_for_update(of=Task, skip_locked=True, key_share=True)).all()
 
 
 def _lock_agents(db: Session, *, agent_id: uuid.UUID | None) -> dict[uuid.UUID, _Slot]:

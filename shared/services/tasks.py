@@ -116,12 +116,14 @@ def _lock_parent(db: Session, *, parent_id: uuid.UUID, session_id: uuid.UUID) ->
 
 
 def _lock_dependencies(db: Session, depends_on: list[uuid.UUID]) -> dict[uuid.UUID, Task]:
-    """Share locks, in id order: a dependency can't finish (and miss the new task among
-    its dependents) until this transaction commits; concurrent creations don't wait."""
+    """Key-share locks, in id order: a dependency can't finish (every finishing move takes
+    FOR UPDATE) and miss the new task among its dependents until this transaction
+    commits; concurrent creations don't wait, nor does assignment (FOR NO KEY UPDATE),
+    which would otherwise skip a dependency being depended on."""
     if not depends_on:
         return {}
     query = select(Task).where(Task.id.in_(depends_on)).order_by(Task.id)
-    return {t.id: t for t in db.scalars(query.with_for_update(read=True))}
+    return {t.id: t for t in db.scalars(query.with_for_update(read=True, key_share=True))}
 
 
 def _check_dependencies(

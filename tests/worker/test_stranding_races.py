@@ -4,6 +4,7 @@ them. Repeated concurrent rounds on real PostgreSQL, with the API wired to a rea
 worker (a finishing session hands the tasks it could not lock at once to a job)."""
 
 import threading
+import uuid
 
 from sqlalchemy import func, select, text
 
@@ -259,3 +260,28 @@ def test_cancelling_ten_thousand_tasks_never_holds_a_lock_for_a_second(api, data
         )
     )
     assert cancelled_events == 10003
+
+
+def test_a_task_being_depended_on_is_still_assigned_meanwhile(client, database):
+    """A creation locks the tasks it depends on until it commits; assignment running
+    meanwhile must still take them (it used to skip them, and nothing asked again)."""
+    from shared.services import assignment, tasks
+
+    session = start_session(client)
+    register(client)
+    first = make_task(client, session["id"])
+    creating = database.session()
+    try:
+        tasks.create(
+            creating,
+            session_id=uuid.UUID(session["id"]),
+            title="waits on first",
+            depends_on=[uuid.UUID(first["id"])],
+        )
+        with database.transaction() as tx:
+            assigned = assignment.assign_ready(tx)
+        assert [str(task_id) for task_id, _ in assigned] == [first["id"]]
+        creating.commit()
+    finally:
+        creating.close()
+    assert client.get(f"/api/v1/tasks/{first['id']}").json["status"] == "ASSIGNED"
