@@ -69,17 +69,6 @@ def describe(api: Api, app: Flask) -> None:
         "and every change streamed live.\n" + STREAMS
     )
     api.spec.tag({"name": "health", "description": "Open routes: no token, no rate limit"})
-    api.spec.path(
-        rule=rules["/health"],
-        operations={
-            "get": {
-                "tags": ["health"],
-                "summary": "Liveness: 200 while the process runs",
-                "security": [],
-                "responses": {"200": _json("The process runs", _HEALTH)},
-            }
-        },
-    )
     not_ready = {
         "type": "object",
         "properties": {
@@ -95,33 +84,21 @@ def describe(api: Api, app: Flask) -> None:
             },
         },
     }
-    api.spec.path(
-        rule=rules["/ready"],
-        operations={
-            "get": {
-                "tags": ["health"],
-                "summary": "Readiness: PostgreSQL and Redis answer",
-                "security": [],
-                "responses": {
-                    "200": _json("PostgreSQL and Redis answer", _HEALTH),
-                    "503": _json("Which one failed", not_ready),
-                },
-            }
-        },
-    )
-    api.spec.path(
-        rule=rules["/metrics"],
-        operations={
-            "get": {
-                "tags": ["health"],
-                "summary": "Prometheus metrics (text exposition format)",
-                "security": [],
-                "responses": {
-                    "200": {
-                        "description": "Counters, gauges and histograms of every web process",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
-        },
-    )
+    metrics = {
+        "description": "Counters, gauges and histograms of every web process",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+    open_routes = {
+        "/health": ("Liveness: 200 while the process runs", {"200": _json("It runs", _HEALTH)}),
+        "/ready": (
+            "Readiness: PostgreSQL and Redis answer",
+            {
+                "200": _json("PostgreSQL and Redis answer", _HEALTH),
+                "503": _json("Which one failed", not_ready),
+            },
+        ),
+        "/metrics": ("Prometheus metrics (text exposition format)", {"200": metrics}),
+    }
+    for path, (summary, responses) in open_routes.items():
+        operation = {"tags": ["health"], "summary": summary, "security": [], "responses": responses}
+        api.spec.path(rule=rules[path], operations={"get": operation})
