@@ -17,28 +17,29 @@ live stream, in order, without duplicates.
 
 | stream | carries |
 |---|---|
-| `/ws/sessions` | every `session.*` and `task.*` event |
+| `/ws/sessions` | every `session.*` and `task.*` event (`?pool=`: of that pool only) |
 | `/ws/sessions/{id}` | the `session.*` and `task.*` events of that session |
-| `/ws/agents` | every `agent.*` event |
+| `/ws/agents` | every `agent.*` event (`?pool=`: of that pool only) |
 | `/ws/agents/{id}` | that agent's `agent.*` events, and the `task.assigned` and \
 `task.status_changed` of the tasks it holds |
 | `/ws/system` | `system.health` at connect and every `SYSTEM_EVENT_INTERVAL_SECONDS` |
 
 | type | payload |
 |---|---|
-| `session.created` | `session_id`, `status`, `pool` |
+| `session.created` | `session_id`, `status` |
 | `session.status_changed` | `session_id`, `status`, `previous_status` |
 | `task.created` | `task_id`, `session_id`, `parent_id`, `status` |
 | `task.status_changed` | `task_id`, `session_id`, `status`, `previous_status`, `agent_id` |
 | `task.assigned` | `task_id`, `session_id`, `agent_id`, `status` |
 | `task.decomposed` | `task_id`, `session_id`, `status`, `template`, `subtask_ids` |
-| `agent.registered` | `agent_id`, `pool`, `status`, `current_load`, `active_tasks` |
+| `agent.registered` | `agent_id`, `status`, `current_load`, `active_tasks` |
 | `agent.status_changed` | `agent_id`, `status`, `previous_status`, `current_load` |
 | `agent.heartbeat` | `agent_id`, `status`, `current_load`, `active_tasks` |
 | `agent.deregistered` | `agent_id`, `status`, `current_load` |
 | `system.health` | `status`, `database`, `redis`, `workers`, `counts` |
 | `events.dropped` | `last_event_id`, `oldest_available_id`, `message` (resumed too late) |
 
+Every event but `system.health` also carries `pool` (its session's, or its agent's).
 Clients may send `ping` (answered `{"type": "pong"}`). Close codes: 1001 server shutting
 down (reconnect with your last id), 1008 no answer to pings, 1013 the client did not keep
 up (reconnect with your last id), 4400 malformed id, 4404 no such session or agent.

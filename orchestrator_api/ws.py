@@ -27,7 +27,7 @@ from wsproto.frame_protocol import CloseReason
 from orchestrator_api import ws_access
 from orchestrator_api.ws_hub import Hub, hub
 from orchestrator_api.ws_sockets import SEND_TIMEOUT_SECONDS, Filter, SocketWriter, Subscription
-from shared import relay
+from shared import pools, relay
 from shared.models import Agent, WorkSession
 
 CLOSE_GRACE_SECONDS = 1.0
@@ -258,10 +258,21 @@ def _send_error(ws, text_message: str) -> None:
     ws.send(json.dumps({"type": "error", "payload": {"message": text_message}}))
 
 
+def _serve_pool(ws, wants: Filter) -> None:
+    """`?pool=NAME`: only the events of that pool's sessions and tasks, or agents."""
+    pool = request.args.get("pool")
+    if pool is None:
+        _serve(ws, wants)
+    elif not pools.is_valid(pool):
+        _close(ws, BAD_REQUEST_CLOSE, f"pool {pool[:50]!r}: a pool name is {pools.POOL_RULE}")
+    else:
+        _serve(ws, lambda m: wants(m) and m["payload"].get("pool") == pool)
+
+
 @sock.route("/ws/sessions", bp=blp)
 @_until_the_client_goes
 def all_sessions(ws):
-    _serve(ws, _session_events)
+    _serve_pool(ws, _session_events)
 
 
 @sock.route("/ws/sessions/<session_id>", bp=blp)
@@ -273,7 +284,7 @@ def one_session(ws, session_id):
 @sock.route("/ws/agents", bp=blp)
 @_until_the_client_goes
 def all_agents(ws):
-    _serve(ws, _agent_events)
+    _serve_pool(ws, _agent_events)
 
 
 @sock.route("/ws/agents/<agent_id>", bp=blp)

@@ -6,9 +6,11 @@ the commit (see the live-events issue), so no event is seen for a change that ro
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.models import OutboxEvent
@@ -39,13 +41,57 @@ def _jsonable(value: Any) -> Any:
 
 
 def record(session: Session, event_type: str, **payload: Any) -> None:
+    _add_pools(session, [(event_type, payload)])
     session.add(OutboxEvent(type=event_type, payload=_jsonable(payload)))
 
 
 def record_many(session: Session, events: list[tuple[str, dict[str, Any]]]) -> None:
     """Many events in one INSERT (the assignment job records hundreds at once)."""
     if events:
+        _add_pools(session, events)
         session.execute(
             OutboxEvent.__table__.insert(),
             [{"type": t, "payload": _jsonable(p)} for t, p in events],
         )
+
+
+# Pools never change and ids are never reused: what this process has looked up holds.
+_pools: dict[Any, str] = {}
+
+
+def _add_pools(session: Session, events: list[tuple[str, dict[str, Any]]]) -> None:
+    """Every session, task and agent event carries its pool (the session's, or the
+    agent's), so streams can be filtered by pool: looked up here, in one place."""
+    from shared.models import Agent, WorkSession
+
+    wanted: dict[type, set] = {WorkSession: set(), Agent: set()}
+    for event_type, payload in events:
+        if "pool" not in payload:
+            key = _pool_key(event_type, payload)
+            if key is not None and key[1] not in _pools:
+                wanted[key[0]].add(key[1])
+    for model, ids in wanted.items():
+        if ids:
+            rows = session.execute(select(model.id, model.pool).where(model.id.in_(ids)))
+            if len(_pools) > 200_000:
+                _pools.clear()
+            _pools.update({_uuid(row_id): pool for row_id, pool in rows})
+    for event_type, payload in events:
+        if "pool" not in payload:
+            key = _pool_key(event_type, payload)
+            if key is not None and key[1] in _pools:
+                payload["pool"] = _pools[key[1]]
+
+
+def _pool_key(event_type: str, payload: dict[str, Any]):
+    from shared.models import Agent, WorkSession
+
+    if event_type.startswith(("session.", "task.")) and payload.get("session_id"):
+        return WorkSession, _uuid(payload["session_id"])
+    if event_type.startswith("agent.") and payload.get("agent_id"):
+        return Agent, _uuid(payload["agent_id"])
+    return None
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))

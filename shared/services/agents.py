@@ -207,11 +207,11 @@ _HEARTBEAT_PREPARE = """
         SELECT e.type, e.payload FROM updated AS u, LATERAL (VALUES
             ('agent.heartbeat', jsonb_build_object(
                 'agent_id', u.id, 'status', u.status, 'current_load', u.current_load,
-                'active_tasks', u.active_tasks)),
+                'active_tasks', u.active_tasks, 'pool', u.pool)),
             ('agent.status_changed', CASE WHEN u.previous_status <> u.status THEN
                 jsonb_build_object('agent_id', u.id, 'status', u.status,
                     'previous_status', u.previous_status, 'current_load', u.current_load,
-                    'active_tasks', u.active_tasks)
+                    'active_tasks', u.active_tasks, 'pool', u.pool)
             END)
         ) AS e(type, payload)
         WHERE e.payload IS NOT NULL

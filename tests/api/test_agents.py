@@ -301,4 +301,5 @@ def test_agent_events_carry_the_tasks_held(client, db):
         "status": "BUSY",
         "current_load": 100,
         "active_tasks": 1,
+        "pool": "default",
     }

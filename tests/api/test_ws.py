@@ -139,6 +139,7 @@ def test_each_stream_gets_its_events(live):
     for stream in (sessions, one_session, agents, one_agent):
         for message in stream.messages:
             assert_contract_format(message)
+            assert message["payload"]["pool"] == "default", message  # every payload
         assert stream.ids() == sorted(set(stream.ids())), "in order, once"
     assert all(m["type"].startswith(("session.", "task.")) for m in sessions.messages)
     assert all(m["payload"]["session_id"] == session["id"] for m in one_session.messages)
@@ -151,6 +152,38 @@ def test_each_stream_gets_its_events(live):
     assert len(decomposed["payload"]["subtask_ids"]) == 4
     for stream in (sessions, one_session, agents, one_agent):
         stream.close()
+
+
+def test_the_streams_filter_by_pool(live):
+    red_sessions = Stream(live, "/ws/sessions?pool=red")
+    red_agents = Stream(live, "/ws/agents?pool=red")
+    everything = Stream(live, "/ws/sessions")
+    blue = post(live, "/api/v1/sessions", {"title": "blue work", "pool": "blue"})
+    red = post(live, "/api/v1/sessions", {"title": "red work", "pool": "red"})
+    post(live, "/api/v1/tasks", {"session_id": blue["id"], "title": "blue task"})
+    red_task = post(live, "/api/v1/tasks", {"session_id": red["id"], "title": "red task"})
+    body = {"type": "QA", "capabilities": ["TESTING"]}
+    post(live, "/api/v1/agents/register", {**body, "name": f"blue-{uuid.uuid4()}", "pool": "blue"})
+    red_agent = post(
+        live, "/api/v1/agents/register", {**body, "name": f"red-{uuid.uuid4()}", "pool": "red"}
+    )
+    red_sessions.receive_until(
+        lambda ms: any(m["payload"].get("task_id") == red_task["id"] for m in ms)
+    )
+    red_agents.wait_types("agent.registered")
+    everything.receive_until(
+        lambda ms: any(m["payload"].get("task_id") == red_task["id"] for m in ms)
+    )
+    assert {m["payload"]["pool"] for m in red_sessions.messages} == {"red"}
+    assert {m["payload"]["session_id"] for m in red_sessions.messages} == {red["id"]}
+    assert [m["payload"]["agent_id"] for m in red_agents.messages] == [red_agent["id"]]
+    assert {"red", "blue"} <= {m["payload"]["pool"] for m in everything.messages}
+    for stream in (red_sessions, red_agents, everything):
+        stream.close()
+    refused = Client.connect(live.replace("http", "ws") + "/ws/sessions?pool=Not%20A%20Pool")
+    with pytest.raises(ConnectionClosed) as closed:
+        refused.receive(timeout=5)
+    assert closed.value.reason == 4400
 
 
 def test_resume_delivers_exactly_what_was_missed(live):
