@@ -27,9 +27,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from shared.db import Database
-from shared.enums import AgentStatus, TaskStatus
+from shared.enums import FINISHED_TASK_STATUSES, AgentStatus, TaskStatus
 from shared.metrics_dir import ENV as MULTIPROC_ENV
-from shared.models import Agent, Task
+from shared.models import Agent, Task, WorkSession
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,9 @@ def observe_assignments(times: Iterable[tuple[datetime, datetime, int]]) -> None
         ASSIGNMENT_LATENCY.labels("first" if attempts == 0 else "retry").observe(seconds)
 
 
+UNFINISHED_TASK_STATUSES = frozenset(TaskStatus) - FINISHED_TASK_STATUSES
+
+
 class StateCollector:
     """Gauges computed at scrape time: tasks and agents by status (one GROUP BY each)
     and the number of jobs waiting in the Celery queue (one LLEN). A source that does
@@ -172,8 +175,44 @@ class StateCollector:
                 for status, count in counts.items():
                     family.add_metric([status], count)
                 families.append(family)
+            families += self._by_pool(connection)
             connection.rollback()
         return families
+
+    def _by_pool(self, connection) -> list[GaugeMetricFamily]:
+        """Per pool: unfinished tasks by status (PENDING is the pool's queue), read through
+        the status index so the cost follows the live work, and live agents by status."""
+        tasks = GaugeMetricFamily(
+            "orchestrator_pool_tasks",
+            "Unfinished tasks by pool (their session's) and status; PENDING is the queue",
+            labels=["pool", "status"],
+        )
+        rows = connection.execute(
+            select(WorkSession.pool, Task.status, func.count())
+            .join(WorkSession, WorkSession.id == Task.session_id)
+            .where(Task.status.in_(sorted(UNFINISHED_TASK_STATUSES)))
+            .group_by(WorkSession.pool, Task.status)
+        ).all()
+        counts: dict[str, dict[str, int]] = {}
+        for pool, status, count in rows:
+            counts.setdefault(pool, dict.fromkeys(sorted(UNFINISHED_TASK_STATUSES), 0))
+            counts[pool][str(status)] = count
+        for pool, by_status in sorted(counts.items()):
+            for status, count in by_status.items():
+                tasks.add_metric([pool, status], count)
+        agents = GaugeMetricFamily(
+            "orchestrator_pool_agents",
+            "Live (not deregistered) agents by pool and status",
+            labels=["pool", "status"],
+        )
+        rows = connection.execute(
+            select(Agent.pool, Agent.status, func.count())
+            .where(Agent.deregistered_at.is_(None))
+            .group_by(Agent.pool, Agent.status)
+        ).all()
+        for pool, status, count in sorted(rows):
+            agents.add_metric([pool, str(status)], count)
+        return [tasks, agents]
 
 
 class _DefaultRegistry:

@@ -44,6 +44,26 @@ def make_app(settings, **overrides):
     return create_app(settings.with_overrides(**overrides))
 
 
+def test_gauges_by_pool(client):
+    red = make_session(client, pool="red")
+    make_session(client)
+    for _ in range(3):
+        make_task(client, red["id"])
+    cancelled = make_task(client, red["id"])
+    act(client, cancelled["id"], "cancel")
+    register(client, name="red-1", pool="red")
+    register(client, name="blue-1", pool="blue")
+    gone = register(client, name="blue-2", pool="blue")
+    assert client.delete(f"/api/v1/agents/{gone['id']}").status_code == 204
+    samples = scrape(client)
+    assert samples[("orchestrator_pool_tasks", "red", "PENDING")] == 3  # the red queue
+    assert samples[("orchestrator_pool_tasks", "red", "ASSIGNED")] == 0
+    assert ("orchestrator_pool_tasks", "red", "CANCELLED") not in samples  # unfinished only
+    assert ("orchestrator_pool_tasks", "default", "PENDING") not in samples  # no tasks there
+    assert samples[("orchestrator_pool_agents", "red", "IDLE")] == 1
+    assert samples[("orchestrator_pool_agents", "blue", "IDLE")] == 1  # the record not counted
+
+
 def test_task_and_agent_gauges_are_the_database(client):
     register(client, name="a-1")
     register(client, name="a-2")
