@@ -21,7 +21,7 @@ live stream, in order, without duplicates.
 | `/ws/sessions/{id}` | the `session.*` and `task.*` events of that session |
 | `/ws/agents` | every `agent.*` event (`?pool=`: of that pool only) |
 | `/ws/agents/{id}` | that agent's `agent.*` events, and the `task.assigned` and \
-`task.status_changed` of the tasks it holds |
+`task.status_changed` of the tasks it holds or had taken back |
 | `/ws/system` | `system.health` at connect and every `SYSTEM_EVENT_INTERVAL_SECONDS` |
 
 | type | payload |
@@ -29,7 +29,8 @@ live stream, in order, without duplicates.
 | `session.created` | `session_id`, `status` |
 | `session.status_changed` | `session_id`, `status`, `previous_status` |
 | `task.created` | `task_id`, `session_id`, `parent_id`, `status` |
-| `task.status_changed` | `task_id`, `session_id`, `status`, `previous_status`, `agent_id` |
+| `task.status_changed` | `task_id`, `session_id`, `status`, `previous_status`, `agent_id` \
+(+ `previous_agent_id` when taken back from an agent) |
 | `task.assigned` | `task_id`, `session_id`, `agent_id`, `status` |
 | `task.decomposed` | `task_id`, `session_id`, `status`, `template`, `subtask_ids` |
 | `agent.registered` | `agent_id`, `status`, `current_load`, `active_tasks` |

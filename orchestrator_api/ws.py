@@ -65,7 +65,13 @@ def _agent_events(message: dict) -> bool:
 
 def _for_agent(agent_id: str) -> Filter:
     def wants(message: dict) -> bool:
-        if message["payload"].get("agent_id") != agent_id:
+        payload = message["payload"]
+        if (
+            message["type"] == "task.status_changed"
+            and payload.get("previous_agent_id") == agent_id
+        ):
+            return True  # a task taken back from it
+        if payload.get("agent_id") != agent_id:
             return False
         return _agent_events(message) or message["type"] in ("task.assigned", "task.status_changed")
 

@@ -67,7 +67,14 @@ def expire_heartbeats(db: Session, *, limit: int = BATCH) -> int:
 
 def _release_tasks_of(db: Session, agent_ids: list[uuid.UUID], *, reason: str) -> int:
     held = db.execute(
-        select(Task.id, Task.status, Task.attempts, Task.parent_id, Task.session_id)
+        select(
+            Task.id,
+            Task.status,
+            Task.attempts,
+            Task.parent_id,
+            Task.session_id,
+            Task.assigned_agent_id,
+        )
         .where(Task.assigned_agent_id.in_(agent_ids), Task.status.in_(HELD_TASK_STATUSES))
         .order_by(Task.id)
         .with_for_update(skip_locked=True)

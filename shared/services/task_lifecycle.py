@@ -162,6 +162,7 @@ def requeue_many(db: Session, *, held: list, reason: str) -> None:
                     "status": TaskStatus.PENDING,
                     "previous_status": row.status,
                     "agent_id": None,
+                    "previous_agent_id": row.assigned_agent_id,
                 },
             )
             for row in held
@@ -175,9 +176,10 @@ def _fail_held(db: Session, task: Task, *, error: str, retryable: bool) -> None:
     task.error = error
     if retryable and task.attempts < settings_of(db).task_max_attempts:
         previous = move_task(task, TaskStatus.PENDING, action="retry")
+        holder = task.assigned_agent_id
         _clear_hold(task)
         task.progress = 0
-        _record_status(db, task, previous)
+        _record_status(db, task, previous, previous_agent_id=holder)
         request_job(db, jobs.ASSIGN_READY_TASKS)
         if task.parent_id:
             follow_subtasks(db, tasks.get(db, task_id=task.parent_id, lock=True))
@@ -348,8 +350,13 @@ def follow_subtasks(db: Session, parent: Task | None) -> None:
         _record_status(db, parent, previous)
 
 
-def _record_status(db: Session, task: Task, previous: TaskStatus) -> None:
+def _record_status(
+    db: Session, task: Task, previous: TaskStatus, *, previous_agent_id: uuid.UUID | None = None
+) -> None:
+    """`previous_agent_id`: the agent a task was taken back from, so that its own stream
+    tells it at once (the event's `agent_id` is the holder, none after a take-back)."""
     task.updated_at = utcnow()
+    extra = {"previous_agent_id": previous_agent_id} if previous_agent_id else {}
     events.record(
         db,
         events.TASK_STATUS_CHANGED,
@@ -358,4 +365,5 @@ def _record_status(db: Session, task: Task, previous: TaskStatus) -> None:
         status=task.status,
         previous_status=previous,
         agent_id=task.assigned_agent_id,
+        **extra,
     )

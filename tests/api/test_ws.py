@@ -186,6 +186,37 @@ def test_the_streams_filter_by_pool(live):
     assert closed.value.reason == 4400
 
 
+def test_an_agent_hears_at_once_that_a_task_was_taken_back(live):
+    session = post(live, "/api/v1/sessions", {"title": "taken back"})
+    body = {"name": f"ws-{uuid.uuid4()}", "type": "QA", "capabilities": ["SECURITY_AUDIT"]}
+    agent = post(live, "/api/v1/agents/register", body)
+    mine = Stream(live, f"/ws/agents/{agent['id']}")
+    post(live, f"/api/v1/sessions/{session['id']}/start")
+    task = post(
+        live,
+        "/api/v1/tasks",
+        {"session_id": session["id"], "title": "t", "required_capabilities": ["SECURITY_AUDIT"]},
+    )
+    mine.wait_types("task.assigned")
+    # an operator deregisters it: its task goes back to PENDING, and its stream says so
+    requests.delete(f"{live}/api/v1/agents/{agent['id']}", timeout=10)
+    taken = mine.receive_until(
+        lambda ms: any(
+            m["type"] == "task.status_changed" and m["payload"]["status"] == "PENDING" for m in ms
+        )
+    )
+    back = next(
+        m
+        for m in taken
+        if m["type"] == "task.status_changed" and m["payload"]["status"] == "PENDING"
+    )
+    assert back["payload"]["task_id"] == task["id"]
+    assert back["payload"]["previous_agent_id"] == agent["id"]
+    assert back["payload"]["agent_id"] is None
+    mine.close()
+    post(live, f"/api/v1/sessions/{session['id']}/cancel")
+
+
 def test_resume_delivers_exactly_what_was_missed(live):
     watcher = Stream(live, "/ws/sessions")
     leaver = Stream(live, "/ws/sessions")
