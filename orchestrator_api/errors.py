@@ -10,7 +10,7 @@ import uuid
 from apispec import BasePlugin
 from flask import Flask, Response, g, jsonify, request
 from psycopg2 import errors as pg_errors
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from shared.errors import OrchestratorError
@@ -118,6 +118,9 @@ def handle_database_error(exc: DBAPIError) -> Response:
     if isinstance(exc.orig, pg_errors.TransactionRollbackError):
         log.warning("concurrent update refused: %s", exc.orig.__class__.__name__)
         return error_response(409, "CONFLICT", "A concurrent change got there first; retry")
+    if isinstance(exc, IntegrityError):  # at a flush in the view, as at the commit
+        log.warning("change refused by a constraint: %s", exc.orig.__class__.__name__)
+        return error_response(409, "CONFLICT", "The change conflicts with existing data")
     if isinstance(exc, OperationalError):
         log.error("database unavailable: %s", exc.orig)
         return error_response(

@@ -84,6 +84,34 @@ def test_unhandled_exception_is_opaque_and_logged(settings, caplog):
     assert error["request_id"] in caplog.text
 
 
+def test_a_constraint_refusing_a_flush_is_409_like_at_commit(settings, database):
+    """An IntegrityError raised inside a view (at a flush) answers as one at the commit."""
+    import uuid
+
+    from orchestrator_api.database import db
+    from shared.models import WorkSession
+
+    app = create_app(settings)
+    taken = uuid.uuid4()
+
+    @app.post("/twice")
+    def twice():
+        for _ in range(2):
+            db().add(WorkSession(id=taken, title="twice", pool="default"))
+            db().flush()
+        return {}
+
+    response = app.test_client().post("/twice")
+    assert_error(response, 409, "CONFLICT")
+    with database.engine.connect() as connection:  # nothing was kept
+        assert (
+            connection.exec_driver_sql(
+                f"SELECT count(*) FROM sessions WHERE id = '{taken}'"
+            ).scalar()
+            == 0
+        )
+
+
 def test_openapi_spec_and_docs(client):
     spec = client.get("/openapi.json").json
     paths = spec["paths"]
