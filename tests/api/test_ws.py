@@ -191,6 +191,7 @@ def test_an_agent_hears_at_once_that_a_task_was_taken_back(live):
     body = {"name": f"ws-{uuid.uuid4()}", "type": "QA", "capabilities": ["SECURITY_AUDIT"]}
     agent = post(live, "/api/v1/agents/register", body)
     mine = Stream(live, f"/ws/agents/{agent['id']}")
+    its_session = Stream(live, f"/ws/sessions/{session['id']}")
     post(live, f"/api/v1/sessions/{session['id']}/start")
     task = post(
         live,
@@ -215,6 +216,17 @@ def test_an_agent_hears_at_once_that_a_task_was_taken_back(live):
     assert back["payload"]["agent_id"] is None
     mine.close()
     post(live, f"/api/v1/sessions/{session['id']}/cancel")
+    # nothing of this test is still on its way when the next one starts
+    its_session.receive_until(
+        lambda ms: (
+            any(m["payload"].get("status") == "CANCELLED" and "task_id" in m["payload"] for m in ms)
+            and any(
+                m["type"] == "session.status_changed" and m["payload"]["status"] == "CANCELLED"
+                for m in ms
+            )
+        )
+    )
+    its_session.close()
 
 
 def test_resume_delivers_exactly_what_was_missed(live):
