@@ -247,6 +247,8 @@ def test_events_dropped_makes_the_page_reload_over_http(live, page, api):
     page.route_web_socket(re.compile(r"/ws/sessions(\?.*)?$"), hold_events)
     # Playwright routes the page's own sockets: without the SharedWorker, the page holds them
     open_dashboard(page, live, "?no-shared-worker")
+    # its first list must be in before the session is made, or that list would show it
+    page.wait_for_load_state("networkidle")
     title = unique("Unheard")
     api.session(title)
     page.wait_for_timeout(1000)
