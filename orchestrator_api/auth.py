@@ -34,7 +34,8 @@ from orchestrator_api.errors import error_response
 from shared import tokens
 from shared.config import Settings
 from shared.errors import Forbidden, Unauthorized
-from shared.models import Agent, Task
+from shared.models import Task
+from shared.services import agents as agent_service
 
 API_PREFIX = "/api/v1"
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -176,11 +177,9 @@ class LiveAgents:
         if not fresh and self._until.get(agent_id, 0.0) > now:
             return True
         database = current_app.extensions["orchestrator"].database
-        with database.engine.connect() as connection:
-            live = connection.execute(
-                select(Agent.id).where(Agent.id == agent_id, Agent.deregistered_at.is_(None))
-            ).first()
-        if live is None:
+        with database.session() as session:
+            live = agent_service.is_live(session, agent_id=agent_id)
+        if not live:
             self._until.pop(agent_id, None)
             return False
         if len(self._until) > 100_000:

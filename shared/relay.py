@@ -144,11 +144,6 @@ def latest_seq(database: Database) -> int:
         return connection.scalar(text("SELECT coalesce(max(seq), 0) FROM outbox_events"))
 
 
-def oldest_seq(database: Database) -> int:
-    with database.engine.connect() as connection:
-        return connection.scalar(text("SELECT coalesce(min(seq), 0) FROM outbox_events"))
-
-
 def prune(database: Database, *, retention: int) -> int:
     """Forget published events older than the newest `retention`."""
     with database.transaction() as db:
