@@ -239,15 +239,28 @@ def test_resume_delivers_exactly_what_was_missed(live):
     missed = [post(live, "/api/v1/sessions", {"title": f"missed {i}"}) for i in range(3)]
     for created in missed:
         post(live, f"/api/v1/sessions/{created['id']}/start")
-    watcher.receive_until(lambda ms: sum(m["type"] == "session.status_changed" for m in ms) == 3)
-    expected = [m for m in watcher.messages if int(m["id"]) > int(last_id)]
+    started = {created["id"] for created in missed}
 
+    def all_started(ms):
+        seen = {m["payload"]["session_id"] for m in ms if m["type"] == "session.status_changed"}
+        return started <= seen
+
+    watcher.receive_until(all_started)
     back = Stream(live, f"/ws/sessions?last_event_id={last_id}")
-    back.receive_until(lambda ms: len(ms) >= len(expected))
-    post(live, "/api/v1/sessions", {"title": "live again"})
-    back.receive_until(lambda ms: len(ms) == len(expected) + 1)
-    assert back.messages[: len(expected)] == expected
-    assert back.messages[-1]["type"] == "session.created"
+    back.receive_until(all_started)
+    again = post(live, "/api/v1/sessions", {"title": "live again"})
+
+    def live_again_seen(ms):
+        return any(
+            m["type"] == "session.created" and m["payload"]["session_id"] == again["id"] for m in ms
+        )
+
+    back.receive_until(live_again_seen)
+    watcher.receive_until(live_again_seen)
+    # Other tests' late events may interleave: both streams must still agree exactly.
+    expected = [m for m in watcher.messages if int(m["id"]) > int(last_id)]
+    assert back.messages == expected[: len(back.messages)]
+    assert back.messages[-1]["payload"]["session_id"] == again["id"]
     assert back.ids() == sorted(set(back.ids()))
     watcher.close()
     back.close()
