@@ -6,6 +6,7 @@ Idempotency-Keys (orchestrator_client.transport), and event streams
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -229,6 +230,24 @@ class OrchestratorClient(HttpClient):
         """Accepted (202): a worker creates the subtasks; `get_task` shows them."""
         return self._task_action(task_id, "decompose", template=template)
 
+    # Task logs (docs/API.md, "Task logs")
+
+    def append_task_logs(self, task_id: Id, lines: list[dict]) -> JSON:
+        """Append lines to the log of a task this agent holds: each line
+        `{"stream": "stdout"|"stderr", "text": "...", "at": optional ISO time}`, at most
+        `MAX_LOG_LINES_PER_BATCH` lines and `MAX_LOG_BATCH_BYTES` of text a call. Answers
+        `{"accepted", "dropped", "truncated", "last_seq"}`. Text PostgreSQL cannot store
+        (NUL, lone surrogates: the server refuses them with 400) is replaced with U+FFFD
+        here, so a command's raw output is never refused."""
+        clean = [{**line, "text": printable_text(line.get("text", ""))} for line in lines]
+        return self._post(f"/api/v1/tasks/{_seg(task_id)}/logs", {"lines": clean})
+
+    def task_logs(self, task_id: Id, *, after: int | None = None, limit: int | None = None) -> JSON:
+        """Log lines after sequence number `after` (from the start when None), oldest
+        first: `{"items": [{"seq", "stream", "text", "at"}], "next_after", "truncated",
+        "finished"}`; pass `next_after` back to read on."""
+        return self._get(f"/api/v1/tasks/{_seg(task_id)}/logs", after=after, limit=limit)
+
     def _task_action(self, task_id: Id, action: str, **fields: Any) -> JSON:
         if fields.get("agent_id") is not None:
             fields["agent_id"] = str(fields["agent_id"])
@@ -242,6 +261,16 @@ class OrchestratorClient(HttpClient):
         """The events of a stream (`/ws/agents/<id>`, `/ws/sessions`, ...), reconnecting
         with the last event id after a drop. Iterate it; `close()` it from any thread."""
         return EventStream(self.ws_url, path, self.token, last_event_id, **options)
+
+
+MAX_LOG_LINES_PER_BATCH = 1000
+MAX_LOG_BATCH_BYTES = 256 * 1024
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def printable_text(text: str) -> str:
+    """`text` with NUL and lone surrogates (which no UTF-8 can carry) as U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 def _body(**fields: Any) -> JSON:
