@@ -117,6 +117,10 @@ class Settings:
     flower_url: str = ""
     # Browser origins allowed to call the API (comma-separated, or *); none by default.
     cors_origins: str = ""
+    # A task's log: bytes of text kept (then one truncation marker), and how long after
+    # the task finished it is kept.
+    task_log_max_bytes: int = 1024 * 1024
+    task_log_retention_seconds: int = 7 * 24 * 3600
 
     @property
     def is_production(self) -> bool:
@@ -192,6 +196,8 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "flower_port": _int_between(1, 65_535),
     "flower_url": _url("http", "https"),
     "cors_origins": _origins,
+    "task_log_max_bytes": _int_between(1024, 1024**3),
+    "task_log_retention_seconds": _int_between(60, 366 * 24 * 3600),
 }
 
 
