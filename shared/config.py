@@ -75,6 +75,26 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _float_between(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"must be a number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}, got {value:g}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"must be true or false, got {raw!r}")
+    return value in ("true", "1", "yes")
+
+
 ORIGIN_PATTERN = re.compile(r"^https?://[^/\s:]+(:\d{1,5})?$")
 
 
@@ -121,6 +141,17 @@ class Settings:
     # the task finished it is kept.
     task_log_max_bytes: int = 1024 * 1024
     task_log_retention_seconds: int = 7 * 24 * 3600
+    # Webhooks (docs/API.md, "Webhooks"). Private, loopback and link-local receivers are
+    # refused in production unless this is true.
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = 10.0
+    # Retries: base x 2^(attempt-1), with jitter, at most max_delay apart, for window seconds.
+    webhook_retry_base_seconds: float = 10.0
+    webhook_retry_max_delay_seconds: float = 3600.0
+    webhook_retry_window_seconds: float = 86_400.0
+    webhook_disable_after_failures: int = 20
+    # A delivery whose job has not run this long after it was sent gets another job.
+    webhook_redispatch_seconds: float = 60.0
 
     @property
     def is_production(self) -> bool:
@@ -198,6 +229,13 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "cors_origins": _origins,
     "task_log_max_bytes": _int_between(1024, 1024**3),
     "task_log_retention_seconds": _int_between(60, 366 * 24 * 3600),
+    "webhook_allow_private": _bool,
+    "webhook_timeout_seconds": _float_between(0.1, 60),
+    "webhook_retry_base_seconds": _float_between(0.01, 3_600),
+    "webhook_retry_max_delay_seconds": _float_between(0.01, 86_400),
+    "webhook_retry_window_seconds": _float_between(1, 7 * 86_400),
+    "webhook_disable_after_failures": _int_between(1, 10_000),
+    "webhook_redispatch_seconds": _float_between(0.5, 86_400),
 }
 
 
