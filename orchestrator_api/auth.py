@@ -6,7 +6,7 @@ A before_request hook verifies the bearer token (shared/tokens.py), keeps the pr
 - admin, operator: every /api/v1 route;
 - viewer: GET (and HEAD, OPTIONS) only;
 - agent with `agent_id`: its own agent (GET, DELETE, heartbeat, its tasks), the tasks
-  assigned to it (GET, start, complete, fail, progress) and `GET /tasks?agent_id=<own>`;
+  assigned to it (GET, start, complete, fail, progress, logs) and `GET /tasks?agent_id=<own>`;
 - agent without `agent_id`: `POST /api/v1/agents/register` only.
 
 Without a token: 401 in production; in development, an anonymous principal with the rights
@@ -52,6 +52,7 @@ AGENT_TASK_ENDPOINTS = frozenset(
         "tasks.complete_task",
         "tasks.fail_task",
         "tasks.report_progress",
+        "task_logs.TaskLogs",  # reading and appending (appending: only the holder)
     }
 )
 AGENT_TASK_LIST_ENDPOINT = "tasks.Tasks"

@@ -61,6 +61,11 @@ class AgentNameTaken(Conflict):
     code = "AGENT_NAME_TAKEN"
 
 
+class PayloadTooLarge(OrchestratorError):
+    code = "PAYLOAD_TOO_LARGE"
+    status = 413
+
+
 class AgentUnavailable(OrchestratorError):
     code = "AGENT_UNAVAILABLE"
     status = 503

@@ -5,5 +5,15 @@ from shared.models.event import OutboxEvent
 from shared.models.idempotency import IdempotencyKey
 from shared.models.session import WorkSession
 from shared.models.task import Task, TaskDependency
+from shared.models.task_log import TaskLogLine, TaskLogState
 
-__all__ = ["Agent", "IdempotencyKey", "OutboxEvent", "Task", "TaskDependency", "WorkSession"]
+__all__ = [
+    "Agent",
+    "IdempotencyKey",
+    "OutboxEvent",
+    "Task",
+    "TaskDependency",
+    "TaskLogLine",
+    "TaskLogState",
+    "WorkSession",
+]
