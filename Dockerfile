@@ -5,6 +5,8 @@ COPY setup.cfg pyproject.toml README.md ./
 COPY shared ./shared
 COPY orchestrator_api ./orchestrator_api
 COPY orchestrator_worker ./orchestrator_worker
+COPY orchestrator_client ./orchestrator_client
+COPY orchestrator_cli ./orchestrator_cli
 RUN pip install --no-cache-dir .
 COPY alembic.ini gunicorn.conf.py Procfile ./
 COPY migrations ./migrations

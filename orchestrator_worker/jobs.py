@@ -132,7 +132,7 @@ def reconcile() -> dict:
     with runtime.database().transaction() as db:
         repaired = {
             "released_dependents": task_lifecycle.release_ready_dependents(db),
-            "cancelled_orphaned_dependents": settle.cancel_orphaned_dependents(db),
+            "cancelled_orphaned_dependents": task_lifecycle.cancel_orphaned_dependents(db),
             "settled_sessions": settle.settle_finished_sessions(db),
             "released_from_offline_agents": sweeps.release_tasks_of_offline_agents(db),
             "finished_decompositions": sweeps.finish_lost_decompositions(db),

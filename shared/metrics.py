@@ -27,9 +27,10 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from shared.db import Database
-from shared.enums import FINISHED_TASK_STATUSES, AgentStatus, TaskStatus
+from shared.enums import AgentStatus, TaskStatus
 from shared.metrics_dir import ENV as MULTIPROC_ENV
 from shared.models import Agent, Task, WorkSession
+from shared.states import UNFINISHED_TASK_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +110,6 @@ def observe_assignments(times: Iterable[tuple[datetime, datetime, int]]) -> None
     for created_at, assigned_at, attempts in times:
         seconds = max((assigned_at - created_at).total_seconds(), 0.0)
         ASSIGNMENT_LATENCY.labels("first" if attempts == 0 else "retry").observe(seconds)
-
-
-UNFINISHED_TASK_STATUSES = frozenset(TaskStatus) - FINISHED_TASK_STATUSES
 
 
 class StateCollector:

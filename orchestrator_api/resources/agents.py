@@ -26,6 +26,7 @@ from shared.db import Database
 from shared.errors import AgentNotFound
 from shared.models import Agent
 from shared.services import agents as service
+from shared.services import cascades
 
 blp = Blueprint("agents", __name__, url_prefix="/api/v1/agents", description="Agents")
 
@@ -71,7 +72,7 @@ class AgentById(MethodView):
         """Deregister an agent; the tasks it held go back to PENDING. The agent stays as a
         record (OFFLINE, with `deregistered_at`); its token no longer works."""
         agent_id = parse_id(agent_id)
-        service.deregister(db(), agent_id=agent_id)
+        cascades.deregister_agent(db(), agent_id=agent_id)
         auth.live_agents.forget(agent_id)
 
 

@@ -23,7 +23,7 @@ from orchestrator_api.schemas.tasks import (
 )
 from shared import metrics
 from shared.models import Task
-from shared.services import assignment, decomposition
+from shared.services import assignment, decomposition, task_creation
 from shared.services import task_lifecycle as lifecycle
 from shared.services import tasks as service
 from shared.unit_of_work import after_commit
@@ -66,7 +66,7 @@ class Tasks(MethodView):
     @blp.response(201, TaskSchema)
     def post(self, body):
         """Create a task (BLOCKED until its dependencies complete)."""
-        task = service.create(db(), **body)
+        task = task_creation.create(db(), **body)
         db().flush()
         # A new task's dependencies are the ones given and it has no subtasks yet: no
         # queries needed, so the commit (and the assignment job) comes sooner.

@@ -9,27 +9,26 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from sqlalchemy import and_, func, select, text
+from sqlalchemy import and_, func, literal_column, select, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared import events, jobs
-from shared.enums import HELD_TASK_STATUSES, AgentStatus, AgentType, Capability
+from shared.enums import AgentStatus, AgentType, Capability
 from shared.errors import AgentNameTaken, AgentNotFound
 from shared.models import Agent, Task
 from shared.models.types import utcnow
 from shared.pools import DEFAULT_POOL
 from shared.services.common import Page, paginate
-from shared.states import move_agent
+from shared.states import (
+    HELD_TASK_STATUSES,
+    agent_status_sql,
+    derive_agent_status,
+    has_room_sql,
+    move_agent,
+)
 from shared.unit_of_work import request_job
-
-
-def derive_status(*, online: bool, held: int, max_tasks: int, load: int) -> AgentStatus:
-    if not online:
-        return AgentStatus.OFFLINE
-    if held >= max_tasks or load >= 100:
-        return AgentStatus.BUSY
-    return AgentStatus.ACTIVE if held else AgentStatus.IDLE
 
 
 def register(
@@ -148,8 +147,7 @@ def list_agents(
         query = query.where(
             and_(
                 Agent.status != AgentStatus.OFFLINE,
-                Agent.current_load < 100,
-                _held < Agent.max_concurrent_tasks,
+                has_room_sql(_held, Agent.max_concurrent_tasks, Agent.current_load),
             )
         )
     return paginate(db, query, page=page, page_size=page_size)
@@ -166,13 +164,20 @@ def held_tasks(db: Session, *, agent_id: uuid.UUID) -> list[Task]:
     )
 
 
+def _sql(expression) -> str:
+    """An expression as literal SQL, for the prepared statement below."""
+    return str(
+        expression.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+    )
+
+
 # The hottest path. One statement for a whole batch of heartbeats (the API groups the
 # heartbeats that arrive together, shared/group_commit.py): it locks the agents in id
 # order (as assignment does), counts their held tasks, updates load, time and status, and
 # records the events. It is prepared once per connection: planning it costs more than
 # running it. The commit need not wait for the disk: losing the last second of heartbeats
 # in a crash is harmless (the agents send the next one).
-_HEARTBEAT_PREPARE = """
+_HEARTBEAT_PREPARE = f"""
     PREPARE agent_heartbeats(uuid[], integer[]) AS
     WITH input AS (
         SELECT DISTINCT ON (id) id, load
@@ -186,19 +191,22 @@ _HEARTBEAT_PREPARE = """
     ), held AS (
         SELECT assigned_agent_id AS id, count(*) AS n FROM tasks
         WHERE assigned_agent_id IN (SELECT id FROM input)
-            AND status IN ('ASSIGNED', 'IN_PROGRESS')
+            AND {_sql(Task.status.in_(sorted(HELD_TASK_STATUSES)))}
         GROUP BY assigned_agent_id
     ), updated AS (
         UPDATE agents AS a SET
             current_load = input.load,
             last_heartbeat_at = now(),
             updated_at = now(),
-            status = CASE
-                WHEN coalesce(held.n, 0) >= a.max_concurrent_tasks OR input.load >= 100
-                    THEN 'BUSY'
-                WHEN coalesce(held.n, 0) > 0 THEN 'ACTIVE'
-                ELSE 'IDLE'
-            END
+            status = {
+    _sql(
+        agent_status_sql(
+            literal_column("coalesce(held.n, 0)"),
+            literal_column("a.max_concurrent_tasks"),
+            literal_column("input.load"),
+        )
+    )
+}
         FROM previous JOIN input USING (id) LEFT JOIN held USING (id)
         WHERE a.id = previous.id
         RETURNING a.*, previous.status AS previous_status, coalesce(held.n, 0) AS active_tasks
@@ -265,7 +273,7 @@ def refresh_statuses(db: Session, *, agent_ids: Iterable[uuid.UUID]) -> None:
     counts = held_counts(db, agent_ids=ids)
     freed = False
     for agent in agents:
-        target = derive_status(
+        target = derive_agent_status(
             online=agent.status != AgentStatus.OFFLINE,
             held=counts[agent.id],
             max_tasks=agent.max_concurrent_tasks,
@@ -285,31 +293,3 @@ def refresh_statuses(db: Session, *, agent_ids: Iterable[uuid.UUID]) -> None:
         freed = freed or target in (AgentStatus.IDLE, AgentStatus.ACTIVE)
     if freed:
         request_job(db, jobs.ASSIGN_READY_TASKS)
-
-
-def deregister(db: Session, *, agent_id: uuid.UUID) -> None:
-    """Its held tasks go back to PENDING (an attempt counted); the agent stays as a
-    record (OFFLINE, `deregistered_at` set), its name free for a new registration."""
-    from shared.services import task_lifecycle
-
-    held = db.scalars(
-        select(Task.id)
-        .where(Task.assigned_agent_id == agent_id, Task.status.in_(HELD_TASK_STATUSES))
-        .order_by(Task.id)
-        .with_for_update()
-    ).all()
-    agent = get_live_or_raise(db, agent_id=agent_id, lock=True)
-    for task_id in held:
-        task_lifecycle.release(
-            db, task_id=task_id, reason=f"agent {agent.name} deregistered", refresh_agent=False
-        )
-    move_agent(agent, AgentStatus.OFFLINE)
-    agent.deregistered_at = agent.updated_at = utcnow()
-    events.record(
-        db,
-        events.AGENT_DEREGISTERED,
-        agent_id=agent_id,
-        status=AgentStatus.OFFLINE,
-        current_load=agent.current_load,
-    )
-    request_job(db, jobs.ASSIGN_READY_TASKS)

@@ -14,17 +14,27 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import and_, case, or_, select, text
+from sqlalchemy import and_, case, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from shared import events
-from shared.enums import PRIORITY_RANK, AgentStatus, SessionStatus, TaskStatus
+from shared.enums import PRIORITY_RANK, AgentStatus, SessionStatus
 from shared.errors import AgentUnavailable, InvalidTransition
 from shared.models import Agent, Task, WorkSession
 from shared.models.types import utcnow
 from shared.services import agents as agent_service
 from shared.services import tasks as task_service
 from shared.services.common import settings_of
+from shared.states import (
+    AGENT_STATUSES_WITH_ROOM,
+    FULL_LOAD,
+    derive_agent_status,
+    has_room,
+    move_agent,
+    task_action,
+    task_sources,
+    task_target,
+)
 
 DEFAULT_BATCH = 500
 
@@ -45,7 +55,7 @@ class _Slot:
     version: int = 0
 
     def has_room(self) -> bool:
-        return self.held < self.max_tasks and self.load < 100
+        return has_room(held=self.held, max_tasks=self.max_tasks, load=self.load)
 
     def key(self) -> tuple:
         return (self.held / self.max_tasks, self.load, self.agent_id)
@@ -96,11 +106,7 @@ class _Matcher:
 def _capability_sets(db: Session, *, agent_id: uuid.UUID | None) -> dict[str, list[frozenset]]:
     """Per pool, the capability sets of agents with room, without the sets contained in
     another: a task can be placed only if one of its pool's covers what it requires."""
-    query = (
-        select(Agent.pool, Agent.capabilities)
-        .where(Agent.status.in_([AgentStatus.IDLE, AgentStatus.ACTIVE]), Agent.current_load < 100)
-        .distinct()
-    )
+    query = select(Agent.pool, Agent.capabilities).where(_with_room).distinct()
     if agent_id is not None:
         query = query.where(Agent.id == agent_id)
     by_pool: dict[str, set[frozenset]] = {}
@@ -135,8 +141,14 @@ def _placeable_needs(
     ]
 
 
+# Agents whose status says they have room (the status is derived from what they hold
+# and report, states.derive_agent_status); `_Slot.has_room` checks the counted figures.
+_with_room = and_(
+    Agent.status.in_(sorted(AGENT_STATUSES_WITH_ROOM)), Agent.current_load < FULL_LOAD
+)
+
 _ready = and_(
-    Task.status == TaskStatus.PENDING,
+    Task.status.in_(task_sources("assign")),
     Task.has_subtasks.is_(False),
     Task.decomposition_template.is_(None),
 )
@@ -158,7 +170,7 @@ def _ready_tasks(
     if not placeable:
         return []
     query = (
-        select(Task.id, WorkSession.pool, Task.required_capabilities)
+        select(Task.id, WorkSession.pool, Task.required_capabilities, Task.status)
         .join(WorkSession, WorkSession.id == Task.session_id)
         .where(
             _ready,
@@ -189,7 +201,7 @@ def _lock_agents(db: Session, *, agent_id: uuid.UUID | None) -> dict[uuid.UUID, 
         Agent.max_concurrent_tasks,
         Agent.current_load,
         Agent.status,
-    ).where(Agent.status.in_([AgentStatus.IDLE, AgentStatus.ACTIVE]), Agent.current_load < 100)
+    ).where(_with_room)
     if agent_id is not None:
         query = query.where(Agent.id == agent_id).with_for_update()
     else:
@@ -213,12 +225,13 @@ def _lock_agents(db: Session, *, agent_id: uuid.UUID | None) -> dict[uuid.UUID, 
 
 
 _APPLY_SQL = text(
-    """
-    UPDATE tasks SET status = 'ASSIGNED', assigned_agent_id = pairs.agent_id,
+    f"""
+    UPDATE tasks SET status = '{task_target("assign")}', assigned_agent_id = pairs.agent_id,
         assigned_at = :now, deadline_at = :deadline, updated_at = :now
     FROM (SELECT unnest(CAST(:task_ids AS uuid[])) AS task_id,
                  unnest(CAST(:agent_ids AS uuid[])) AS agent_id) AS pairs
-    WHERE tasks.id = pairs.task_id AND tasks.status = 'PENDING'
+    WHERE tasks.id = pairs.task_id
+        AND tasks.status IN ({", ".join(f"'{s}'" for s in task_sources("assign"))})
     RETURNING tasks.id, tasks.session_id, tasks.assigned_agent_id
     """
 )
@@ -237,7 +250,8 @@ def assign_ready(
         return []
     matcher = _Matcher(_lock_agents(db, agent_id=agent_id))
     pairs: list[tuple[uuid.UUID, uuid.UUID]] = []
-    for task_id, pool, required in ready:
+    previous = {task_id: status for task_id, _, _, status in ready}
+    for task_id, pool, required, _ in ready:
         slot = matcher.best((pool, frozenset(required)))
         if slot is not None:
             matcher.take(slot)
@@ -257,56 +271,55 @@ def assign_ready(
     ).all()
     db.expire_all()  # the UPDATE bypassed the identity map
     recorded: list[tuple[str, dict]] = []
+    assigned = task_target("assign")
     for task_id, session_id, holder in rows:
         common = {"task_id": task_id, "session_id": session_id, "agent_id": holder}
         recorded.append(
             (
                 events.TASK_STATUS_CHANGED,
-                {**common, "status": TaskStatus.ASSIGNED, "previous_status": TaskStatus.PENDING},
+                {**common, "status": assigned, "previous_status": previous[task_id]},
             )
         )
-        recorded.append((events.TASK_ASSIGNED, {**common, "status": TaskStatus.ASSIGNED}))
+        recorded.append((events.TASK_ASSIGNED, {**common, "status": assigned}))
     _record_agent_changes(db, matcher, recorded)
     events.record_many(db, recorded)
     return [(r.id, r.assigned_agent_id) for r in rows]
 
 
 def _record_agent_changes(db: Session, matcher: _Matcher, recorded: list) -> None:
-    changed = []
+    changed: dict[uuid.UUID, AgentStatus] = {}
     for slot in matcher.slots.values():
-        target = agent_service.derive_status(
+        target = derive_agent_status(
             online=True, held=slot.held, max_tasks=slot.max_tasks, load=slot.load
         )
-        if target != slot.status:
-            changed.append({"agent_id": slot.agent_id, "status": target.value})
+        previous = move_agent(slot, target)
+        if previous != target:
+            changed[slot.agent_id] = target
             recorded.append(
                 (
                     events.AGENT_STATUS_CHANGED,
                     {
                         "agent_id": slot.agent_id,
                         "status": target,
-                        "previous_status": slot.status,
+                        "previous_status": previous,
                         "current_load": slot.load,
                         "active_tasks": slot.held,
                     },
                 )
             )
-    if changed:
+    for target in set(changed.values()):
         db.execute(
-            text(
-                "UPDATE agents SET status = c.status, updated_at = now() FROM "
-                "(SELECT unnest(CAST(:ids AS uuid[])) AS id, unnest(CAST(:st AS text[])) AS status)"
-                " AS c WHERE agents.id = c.id"
-            ),
-            {"ids": [str(c["agent_id"]) for c in changed], "st": [c["status"] for c in changed]},
+            update(Agent)
+            .where(Agent.id.in_([a for a, t in changed.items() if t == target]))
+            .values(status=target, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
         )
 
 
 def assign_one(db: Session, *, task_id: uuid.UUID, agent_id: uuid.UUID | None = None) -> Task:
     """The HTTP `assign`: this task now, to `agent_id` or the best fitting agent."""
     task = task_service.get_or_raise(db, task_id=task_id, lock=True)
-    if task.status != TaskStatus.PENDING:
-        raise InvalidTransition(f"Cannot assign a task that is {task.status}")
+    task_action(task.status, "assign")
     if task.has_subtasks or task.decomposition_template is not None:
         raise InvalidTransition("Cannot assign a decomposed task: its subtasks are assigned")
     work_session = db.get(WorkSession, task.session_id)

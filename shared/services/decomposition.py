@@ -14,6 +14,7 @@ from shared.enums import FINISHED_SESSION_STATUSES, DecompositionTemplate, TaskS
 from shared.errors import Conflict
 from shared.models import Task, WorkSession
 from shared.models.types import utcnow
+from shared.services import task_creation
 from shared.services import tasks as task_service
 from shared.services.common import settings_of
 from shared.templates import TEMPLATES
@@ -53,7 +54,7 @@ def run(db: Session, *, task_id: uuid.UUID) -> list[uuid.UUID]:
         return []
     created: dict[str, uuid.UUID] = {}
     for step in TEMPLATES[parent.decomposition_template]:
-        subtask = task_service.create(
+        subtask = task_creation.create(
             db,
             session_id=parent.session_id,
             parent_id=parent.id,

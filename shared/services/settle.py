@@ -13,19 +13,18 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import exists, func, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from shared import events, jobs
-from shared.enums import FINISHED_SESSION_STATUSES, HELD_TASK_STATUSES, TaskStatus
-from shared.models import Task, TaskDependency, WorkSession
+from shared.enums import FINISHED_SESSION_STATUSES
+from shared.models import Task, WorkSession
 from shared.models.types import utcnow
 from shared.services import agents as agent_service
-from shared.states import task_statuses_moving_to
+from shared.states import HELD_TASK_STATUSES, task_sources, task_target
 from shared.unit_of_work import request_job
 
 BATCH = 500
-CANCELLABLE = sorted(task_statuses_moving_to(TaskStatus.CANCELLED))
-NEVER_COMPLETING = sorted({TaskStatus.FAILED, TaskStatus.CANCELLED})
+CANCELLABLE = task_sources("cancel")
 
 
 def reason_for(session_status: str) -> str:
@@ -52,7 +51,7 @@ def cancel_session_tasks(db: Session, *, session_id: uuid.UUID, limit: int = BAT
         update(Task)
         .where(Task.id == picked.c.id)
         .values(
-            status=TaskStatus.CANCELLED,
+            status=task_target("cancel"),
             error=func.coalesce(Task.error, reason_for(session_status)),
             completed_at=now,
             deadline_at=None,
@@ -72,7 +71,7 @@ def cancel_session_tasks(db: Session, *, session_id: uuid.UUID, limit: int = BAT
                 {
                     "task_id": task_id,
                     "session_id": session_id,
-                    "status": TaskStatus.CANCELLED,
+                    "status": task_target("cancel"),
                     "previous_status": previous,
                     "agent_id": holder,
                 },
@@ -134,28 +133,3 @@ def settle_finished_sessions(db: Session, *, budget: int = 2 * BATCH) -> int:
             continue
         cancelled += cancel_session_tasks(db, session_id=session_id, limit=budget - cancelled)
     return cancelled
-
-
-def cancel_orphaned_dependents(db: Session, *, limit: int = BATCH) -> int:
-    """Sweep: BLOCKED tasks with a dependency that failed for good or was cancelled can
-    never run; they are cancelled (with the cascade that follows) as the move would have."""
-    from shared.services import task_lifecycle
-
-    dep = aliased(Task)
-    stranded = db.execute(
-        select(Task.id, dep.id, dep.status)
-        .join(TaskDependency, TaskDependency.task_id == Task.id)
-        .join(dep, dep.id == TaskDependency.depends_on_id)
-        .where(Task.status == TaskStatus.BLOCKED, dep.status.in_(NEVER_COMPLETING))
-        .order_by(Task.id)
-        .limit(limit)
-    ).all()
-    seen: set[uuid.UUID] = set()
-    for task_id, dep_id, dep_status in stranded:
-        if task_id in seen:
-            continue
-        seen.add(task_id)
-        task_lifecycle.cancel_many(
-            db, task_ids=[task_id], reason=task_lifecycle.dependency_reason(dep_id, dep_status)
-        )
-    return len(seen)

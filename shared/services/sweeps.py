@@ -15,11 +15,12 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from shared import events
-from shared.enums import HELD_TASK_STATUSES, AgentStatus, TaskStatus
+from shared.enums import AgentStatus, TaskStatus
 from shared.models import Agent, Task
 from shared.models.types import utcnow
-from shared.services import task_lifecycle
+from shared.services import decomposition, task_lifecycle
 from shared.services.common import settings_of
+from shared.states import HELD_TASK_STATUSES, agent_statuses_moving_to
 
 log = logging.getLogger(__name__)
 BATCH = 1000
@@ -31,7 +32,10 @@ def expire_heartbeats(db: Session, *, limit: int = BATCH) -> int:
     cutoff = utcnow() - timedelta(seconds=settings_of(db).heartbeat_timeout_seconds)
     expired = db.execute(
         select(Agent.id, Agent.status, Agent.current_load)
-        .where(Agent.status != AgentStatus.OFFLINE, Agent.last_heartbeat_at < cutoff)
+        .where(
+            Agent.status.in_(agent_statuses_moving_to(AgentStatus.OFFLINE)),
+            Agent.last_heartbeat_at < cutoff,
+        )
         .order_by(Agent.last_heartbeat_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -79,13 +83,7 @@ def _release_tasks_of(db: Session, agent_ids: list[uuid.UUID], *, reason: str) -
         .order_by(Task.id)
         .with_for_update(skip_locked=True)
     ).all()
-    max_attempts = settings_of(db).task_max_attempts
-    in_bulk = [t for t in held if t.attempts + 1 < max_attempts and t.parent_id is None]
-    task_lifecycle.requeue_many(db, held=in_bulk, reason=reason)
-    bulk_ids = {t.id for t in in_bulk}
-    for task in held:
-        if task.id not in bulk_ids:
-            task_lifecycle.release(db, task_id=task.id, reason=reason, refresh_agent=False)
+    task_lifecycle.release_many(db, held=held, reason=reason)
     return len(held)
 
 
@@ -123,8 +121,6 @@ def time_out_tasks(db: Session, *, limit: int = BATCH) -> int:
 
 def finish_lost_decompositions(db: Session) -> int:
     """Decompositions accepted long ago whose job never ran: done here."""
-    from shared.services import decomposition
-
     task_ids = decomposition.never_run(db)
     for task_id in task_ids:
         decomposition.run(db, task_id=task_id)

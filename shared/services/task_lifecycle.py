@@ -17,11 +17,7 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from shared import events, jobs
-from shared.enums import (
-    FINISHED_TASK_STATUSES,
-    HELD_TASK_STATUSES,
-    TaskStatus,
-)
+from shared.enums import TaskStatus
 from shared.errors import Forbidden, InvalidTransition
 from shared.models import Task, TaskDependency
 from shared.models.types import utcnow
@@ -29,8 +25,37 @@ from shared.services import agents as agent_service
 from shared.services import sessions as session_service
 from shared.services import tasks
 from shared.services.common import settings_of
-from shared.states import can_move_task, move_task
+from shared.states import (
+    FINISHED_TASK_STATUSES,
+    HELD_TASK_STATUSES,
+    follow_action,
+    move_task,
+    task_action,
+    task_sources,
+    task_target,
+)
 from shared.unit_of_work import request_job
+
+# What a task taken back from its agent no longer has (retry, release, expiry).
+TAKEN_BACK = {
+    "assigned_agent_id": None,
+    "assigned_at": None,
+    "started_at": None,
+    "deadline_at": None,
+    "progress": 0,
+}
+
+
+# Tasks waiting for their dependencies.
+WAITING = task_sources("release")
+# A dependency in one of these will never complete.
+NEVER_COMPLETING = sorted(FINISHED_TASK_STATUSES - {TaskStatus.COMPLETED})
+
+
+def retry_or_fail(*, attempts: int, retryable: bool, max_attempts: int) -> str:
+    """The action for a held task whose attempt ended without success (`attempts`
+    counts that attempt): offered again while attempts are left, else failed for good."""
+    return "retry" if retryable and attempts < max_attempts else "fail"
 
 
 def _check_actor(task: Task, agent_id: uuid.UUID | None) -> None:
@@ -40,10 +65,9 @@ def _check_actor(task: Task, agent_id: uuid.UUID | None) -> None:
 
 def start(db: Session, *, task_id: uuid.UUID, agent_id: uuid.UUID | None = None) -> Task:
     task = tasks.get_or_raise(db, task_id=task_id, lock=True)
-    if task.status != TaskStatus.ASSIGNED:
-        raise InvalidTransition(f"Cannot start a task that is {task.status}")
+    task_action(task.status, "start")
     _check_actor(task, agent_id)
-    previous = move_task(task, TaskStatus.IN_PROGRESS, action="start")
+    previous = move_task(task, "start")
     now = utcnow()
     task.started_at = now
     task.deadline_at = now + timedelta(seconds=task.timeout_seconds)
@@ -63,8 +87,7 @@ def report_progress(
 ) -> Task:
     """An agent says it is still working: the run deadline moves on."""
     task = tasks.get_or_raise(db, task_id=task_id, lock=True)
-    if task.status != TaskStatus.IN_PROGRESS:
-        raise InvalidTransition(f"Cannot report progress on a task that is {task.status}")
+    task_action(task.status, "report progress on")
     _check_actor(task, agent_id)
     task.progress = progress
     task.progress_message = message
@@ -80,11 +103,12 @@ def complete(
     agent_id: uuid.UUID | None = None,
 ) -> Task:
     task = tasks.get_or_raise(db, task_id=task_id, lock=True)
-    if task.status != TaskStatus.IN_PROGRESS or task.has_subtasks:
-        raise InvalidTransition(f"Cannot complete a task that is {task.status}")
+    task_action(task.status, "complete")
+    if task.has_subtasks:
+        raise InvalidTransition("Cannot complete a task with subtasks: it follows them")
     _check_actor(task, agent_id)
     holder = task.assigned_agent_id
-    previous = move_task(task, TaskStatus.COMPLETED, action="complete")
+    previous = move_task(task, "complete")
     task.result = result
     task.progress = 100
     _finish(db, task, previous)
@@ -101,8 +125,7 @@ def fail(
     agent_id: uuid.UUID | None = None,
 ) -> Task:
     task = tasks.get_or_raise(db, task_id=task_id, lock=True)
-    if task.status not in HELD_TASK_STATUSES:
-        raise InvalidTransition(f"Cannot fail a task that is {task.status}")
+    task_action(task.status, "fail")
     _check_actor(task, agent_id)
     holder = task.assigned_agent_id
     _fail_held(db, task, error=error, retryable=retryable)
@@ -125,28 +148,37 @@ def release(
     return task
 
 
-def requeue_many(db: Session, *, held: list, reason: str) -> None:
-    """Bulk `release` for the expiry sweep: held tasks (rows with id, status, session_id,
-    assigned_agent_id, already locked) that have attempts left and no parent go back to
-    PENDING in one statement. Tasks that would fail for good, or whose parent follows
-    them, take the per-task path (`release`)."""
+def release_many(db: Session, *, held: list, reason: str) -> None:
+    """`release` for many held tasks (rows with id, status, attempts, parent_id,
+    session_id and assigned_agent_id, already locked), as the expiry sweeps take them
+    back: those that go back to PENDING and have no parent to follow them move in one
+    statement; the others (failing for good, or followed by a parent) one by one."""
+    max_attempts = settings_of(db).task_max_attempts
+
+    def in_bulk(row) -> bool:
+        action = retry_or_fail(attempts=row.attempts + 1, retryable=True, max_attempts=max_attempts)
+        return action == "retry" and row.parent_id is None
+
+    bulk = [row for row in held if in_bulk(row)]
+    _retry_in_bulk(db, held=bulk, reason=reason)
+    for row in held:
+        if not in_bulk(row):
+            release(db, task_id=row.id, reason=reason, refresh_agent=False)
+
+
+def _retry_in_bulk(db: Session, *, held: list, reason: str) -> None:
     if not held:
         return
     for row in held:
-        if not can_move_task(TaskStatus(row.status), TaskStatus.PENDING):
-            raise InvalidTransition(f"Cannot release a task that is {row.status}")
+        task_action(row.status, "retry")
     db.execute(
         update(Task)
-        .where(Task.id.in_([row.id for row in held]))
+        .where(Task.id.in_([row.id for row in held]), Task.status.in_(task_sources("retry")))
         .values(
-            status=TaskStatus.PENDING,
+            **TAKEN_BACK,
+            status=task_target("retry"),
             attempts=Task.attempts + 1,
             error=reason,
-            assigned_agent_id=None,
-            assigned_at=None,
-            started_at=None,
-            deadline_at=None,
-            progress=0,
             updated_at=utcnow(),
         )
         .execution_options(synchronize_session=False)
@@ -159,7 +191,7 @@ def requeue_many(db: Session, *, held: list, reason: str) -> None:
                 {
                     "task_id": row.id,
                     "session_id": row.session_id,
-                    "status": TaskStatus.PENDING,
+                    "status": task_target("retry"),
                     "previous_status": row.status,
                     "agent_id": None,
                     "previous_agent_id": row.assigned_agent_id,
@@ -174,24 +206,26 @@ def requeue_many(db: Session, *, held: list, reason: str) -> None:
 def _fail_held(db: Session, task: Task, *, error: str, retryable: bool) -> None:
     task.attempts += 1
     task.error = error
-    if retryable and task.attempts < settings_of(db).task_max_attempts:
-        previous = move_task(task, TaskStatus.PENDING, action="retry")
+    action = retry_or_fail(
+        attempts=task.attempts, retryable=retryable, max_attempts=settings_of(db).task_max_attempts
+    )
+    if action == "retry":
         holder = task.assigned_agent_id
-        _clear_hold(task)
-        task.progress = 0
+        previous = move_task(task, "retry")
+        for column, value in TAKEN_BACK.items():
+            setattr(task, column, value)
         _record_status(db, task, previous, previous_agent_id=holder)
         request_job(db, jobs.ASSIGN_READY_TASKS)
         if task.parent_id:
             follow_subtasks(db, tasks.get(db, task_id=task.parent_id, lock=True))
     else:
-        previous = move_task(task, TaskStatus.FAILED, action="fail")
+        previous = move_task(task, "fail")
         _finish(db, task, previous)
 
 
 def cancel(db: Session, *, task_id: uuid.UUID, reason: str = "cancelled") -> Task:
     task = tasks.get_or_raise(db, task_id=task_id, lock=True)
-    if task.status in FINISHED_TASK_STATUSES:
-        raise InvalidTransition(f"Cannot cancel a task that is {task.status}")
+    task_action(task.status, "cancel")
     cancel_many(db, task_ids=[task.id], reason=reason)
     return task
 
@@ -207,18 +241,11 @@ def cancel_many(db: Session, *, task_ids: list[uuid.UUID], reason: str) -> None:
             continue
         if task.assigned_agent_id and task.status in HELD_TASK_STATUSES:
             holders.add(task.assigned_agent_id)
-        previous = move_task(task, TaskStatus.CANCELLED, action="cancel")
+        previous = move_task(task, "cancel")
         task.error = task.error or reason
         _finish(db, task, previous)
         queue.extend(tasks.subtasks_of(db, task_id=task.id))
     agent_service.refresh_statuses(db, agent_ids=holders)
-
-
-def _clear_hold(task: Task) -> None:
-    task.assigned_agent_id = None
-    task.assigned_at = None
-    task.started_at = None
-    task.deadline_at = None
 
 
 def _finish(db: Session, task: Task, previous: TaskStatus) -> None:
@@ -238,12 +265,12 @@ def _finish(db: Session, task: Task, previous: TaskStatus) -> None:
         )
 
 
-def _dependents(db: Session, task_id: uuid.UUID, status: TaskStatus) -> list[Task]:
+def _waiting_dependents(db: Session, task_id: uuid.UUID) -> list[Task]:
     return list(
         db.scalars(
             select(Task)
             .join(TaskDependency, TaskDependency.task_id == Task.id)
-            .where(TaskDependency.depends_on_id == task_id, Task.status == status)
+            .where(TaskDependency.depends_on_id == task_id, Task.status.in_(WAITING))
             .order_by(Task.id)
             .with_for_update(of=Task)
         )
@@ -253,7 +280,7 @@ def _dependents(db: Session, task_id: uuid.UUID, status: TaskStatus) -> list[Tas
 def _release_dependents(db: Session, task: Task) -> None:
     # Lock the waiting tasks first, then look at their dependencies in a new statement:
     # of two dependencies completing at once, the second to lock sees the first's commit.
-    waiting = _dependents(db, task.id, TaskStatus.BLOCKED)
+    waiting = _waiting_dependents(db, task.id)
     if not waiting:
         return
     dep = aliased(Task)
@@ -269,7 +296,7 @@ def _release_dependents(db: Session, task: Task) -> None:
     )
     for dependent in waiting:
         if dependent.id not in unfinished:
-            previous = move_task(dependent, TaskStatus.PENDING, action="release")
+            previous = move_task(dependent, "release")
             _record_status(db, dependent, previous)
             request_job(db, jobs.ASSIGN_READY_TASKS)
 
@@ -282,7 +309,7 @@ def dependency_reason(dependency_id: uuid.UUID, status: TaskStatus) -> str:
 def _cancel_dependents(db: Session, task: Task) -> None:
     """A task that failed for good or was cancelled will never complete: the tasks
     waiting on it can never run, so they are cancelled, and so on down the chain."""
-    waiting = _dependents(db, task.id, TaskStatus.BLOCKED)
+    waiting = _waiting_dependents(db, task.id)
     if waiting:
         cancel_many(
             db,
@@ -297,7 +324,7 @@ def release_ready_dependents(db: Session) -> int:
     stuck = db.scalars(
         select(Task)
         .where(
-            Task.status == TaskStatus.BLOCKED,
+            Task.status.in_(WAITING),
             ~exists(
                 select(TaskDependency.task_id)
                 .join(dep, dep.id == TaskDependency.depends_on_id)
@@ -307,10 +334,31 @@ def release_ready_dependents(db: Session) -> int:
         .with_for_update(of=Task, skip_locked=True)
     ).all()
     for task in stuck:
-        previous = move_task(task, TaskStatus.PENDING, action="release")
+        previous = move_task(task, "release")
         _record_status(db, task, previous)
         request_job(db, jobs.ASSIGN_READY_TASKS)
     return len(stuck)
+
+
+def cancel_orphaned_dependents(db: Session, *, limit: int = 500) -> int:
+    """Sweep: waiting tasks with a dependency that failed for good or was cancelled can
+    never run; they are cancelled (with the cascade that follows) as the move would have."""
+    dep = aliased(Task)
+    stranded = db.execute(
+        select(Task.id, dep.id, dep.status)
+        .join(TaskDependency, TaskDependency.task_id == Task.id)
+        .join(dep, dep.id == TaskDependency.depends_on_id)
+        .where(Task.status.in_(WAITING), dep.status.in_(NEVER_COMPLETING))
+        .order_by(Task.id)
+        .limit(limit)
+    ).all()
+    seen: set[uuid.UUID] = set()
+    for task_id, dep_id, dep_status in stranded:
+        if task_id in seen:
+            continue
+        seen.add(task_id)
+        cancel_many(db, task_ids=[task_id], reason=dependency_reason(dep_id, dep_status))
+    return len(seen)
 
 
 def follow_subtasks(db: Session, parent: Task | None) -> None:
@@ -339,7 +387,10 @@ def follow_subtasks(db: Session, parent: Task | None) -> None:
         target = TaskStatus.PENDING
     if target == parent.status:
         return
-    previous = move_task(parent, target)
+    action = follow_action(TaskStatus(parent.status), target)
+    if action is None:
+        raise InvalidTransition(f"A task that is {parent.status} cannot follow its subtasks")
+    previous = move_task(parent, action)
     if target == TaskStatus.IN_PROGRESS and parent.started_at is None:
         parent.started_at = utcnow()
     if target == TaskStatus.FAILED:

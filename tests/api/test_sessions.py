@@ -187,12 +187,12 @@ def test_bad_list_queries(client, query):
 
 
 def test_progress_counts_tasks_by_status(client, db):
-    from shared.services import task_lifecycle, tasks
+    from shared.services import task_creation, task_lifecycle
 
     session_id = uuid.UUID(make_session(client)["id"])
-    first = tasks.create(db, session_id=session_id, title="one")
-    tasks.create(db, session_id=session_id, title="two", depends_on=[first.id])
-    tasks.create(db, session_id=session_id, title="three")
+    first = task_creation.create(db, session_id=session_id, title="one")
+    task_creation.create(db, session_id=session_id, title="two", depends_on=[first.id])
+    task_creation.create(db, session_id=session_id, title="three")
     db.commit()
     task_lifecycle.cancel(db, task_id=first.id)
     db.commit()

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from orchestrator_client import OrchestratorClient
 from orchestrator_client.demo import capability_plan
-from shared.cli import main
+from orchestrator_cli.main import main
 from shared.templates import TEMPLATES
 from tests.client.test_client import serve, tidy
 from tests.conftest import ROOT, empty_tables, wait_for

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from shared.cli import main
+from orchestrator_cli.main import main
 from tests.client.test_client import PRODUCTION_KEY, error_body, scripted, serve
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import func, select, text
 
 from shared.models import OutboxEvent, Task
 from tests.api.helpers import act, make_task, register, start_session
-from tests.worker.conftest import wait_for
+from tests.support.waiting import wait_for
 
 CREATORS = 29
 
@@ -147,7 +147,7 @@ def test_a_dependency_failing_for_good_cancels_the_chain_with_events(api, db):
 
 
 def test_the_reconcile_sweep_repairs_each_stranded_state(client, database, db):
-    from shared.services import settle
+    from shared.services import settle, task_lifecycle
 
     running = start_session(client)
     finished = start_session(client)
@@ -170,10 +170,10 @@ def test_the_reconcile_sweep_repairs_each_stranded_state(client, database, db):
             text("UPDATE tasks SET status = 'FAILED' WHERE id = :id"), {"id": dead_too["id"]}
         )
     with database.transaction() as tx:
-        assert settle.cancel_orphaned_dependents(tx) == 2
+        assert task_lifecycle.cancel_orphaned_dependents(tx) == 2
         assert settle.settle_finished_sessions(tx) == 3
     with database.transaction() as tx:  # a second run finds nothing left to do
-        assert settle.cancel_orphaned_dependents(tx) == 0
+        assert task_lifecycle.cancel_orphaned_dependents(tx) == 0
         assert settle.settle_finished_sessions(tx) == 0
     for task in (plain, blocker, blocked, on_cancelled, on_failed, chained):
         assert client.get(f"/api/v1/tasks/{task['id']}").json["status"] == "CANCELLED"
@@ -265,14 +265,14 @@ def test_cancelling_ten_thousand_tasks_never_holds_a_lock_for_a_second(api, data
 def test_a_task_being_depended_on_is_still_assigned_meanwhile(client, database):
     """A creation locks the tasks it depends on until it commits; assignment running
     meanwhile must still take them (it used to skip them, and nothing asked again)."""
-    from shared.services import assignment, tasks
+    from shared.services import assignment, task_creation
 
     session = start_session(client)
     register(client)
     first = make_task(client, session["id"])
     creating = database.session()
     try:
-        tasks.create(
+        task_creation.create(
             creating,
             session_id=uuid.UUID(session["id"]),
             title="waits on first",

@@ -1,4 +1,4 @@
-"""The `orchestrator` command."""
+"""The `orchestrator` command: one click group for the client commands and the housekeeping."""
 
 from __future__ import annotations
 
