@@ -1,7 +1,7 @@
 """The client commands of `orchestrator`: status, sessions, tasks, agents, agent run, demo.
 
-They are registered on the group of orchestrator_cli/main.py (`register_commands`), with the global
-options `--url` and `--token` (`connection_options`), and talk to the API only through
+They are registered on the group of orchestrator_cli/main.py (`register_commands`), with
+the global options `--url` and `--token` (`connection_options`), and talk to the API only through
 OrchestratorClient.
 """
 
@@ -14,7 +14,6 @@ import sys
 import click
 
 from orchestrator_client.cli_common import api_errors, connection_options, make_client, upper
-from orchestrator_client.cli_logs import logs
 from orchestrator_client.cli_run import agent, demo
 from orchestrator_client.errors import ConnectionFailed, OrchestratorError
 
@@ -28,8 +27,8 @@ STATUSES = {
 
 
 def register_commands(group: click.Group) -> None:
-    """Add the client commands to `group` (the `orchestrator` group of orchestrator_cli/main.py)."""
-    for command in (status, sessions, tasks, agents, logs, agent, demo):
+    """Add the client commands to `group` (the group of orchestrator_cli/main.py)."""
+    for command in (status, sessions, tasks, agents, agent, demo):
         group.add_command(command)
 
 
