@@ -14,6 +14,7 @@ import sys
 import click
 
 from orchestrator_client.cli_common import api_errors, connection_options, make_client, upper
+from orchestrator_client.cli_logs import logs
 from orchestrator_client.cli_run import agent, demo
 from orchestrator_client.errors import ConnectionFailed, OrchestratorError
 
@@ -28,7 +29,7 @@ STATUSES = {
 
 def register_commands(group: click.Group) -> None:
     """Add the client commands to `group` (the group of orchestrator_cli/main.py)."""
-    for command in (status, sessions, tasks, agents, agent, demo):
+    for command in (status, sessions, tasks, agents, logs, agent, demo):
         group.add_command(command)
 
 

@@ -57,6 +57,7 @@ app.conf.update(
         "time-out-tasks": {"task": jobs.TIME_OUT_TASKS, "schedule": SWEEP_INTERVAL},
         "reconcile": {"task": jobs.RECONCILE, "schedule": 3 * SWEEP_INTERVAL},
         "publish-events": {"task": jobs.PUBLISH_EVENTS, "schedule": 1.0},
+        "prune-task-logs": {"task": jobs.PRUNE_TASK_LOGS, "schedule": 60.0},
     },
 )
 

@@ -29,6 +29,7 @@ MAX_PAGE = 1000
 DEFAULT_PAGE = 500
 EVENT_TEXT_BYTES = 16 * 1024  # of the lines a task.log event carries
 PRUNE_BATCH_TASKS = 50
+PRUNE_MAX_BATCHES = 20
 
 
 def check_batch(lines: list[dict[str, Any]]) -> None:

@@ -1,0 +1,120 @@
+"""Task logs across processes: a real gunicorn server, a task.log event received over a
+real WebSocket, and `orchestrator logs --follow` (a real process) printing lines as an
+agent posts them and stopping when the task finishes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+import requests
+from simple_websocket import Client
+
+from tests.conftest import ROOT, empty_tables
+from tests.test_processes import running_web
+
+pytestmark = pytest.mark.shared_data
+
+
+@pytest.fixture(scope="module")
+def live(settings, database):
+    empty_tables(database)
+    with running_web(settings) as base:
+        yield base
+    empty_tables(database)
+
+
+def call(method, url, body=None, token=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = requests.request(method, url, json=body, headers=headers, timeout=10)
+    assert response.status_code < 300, response.text
+    return response.json() if response.content else None
+
+
+@pytest.fixture
+def held(live):
+    """A RUNNING session with a task assigned to a fresh agent, and that agent's token."""
+    api = f"{live}/api/v1"
+    session = call("POST", f"{api}/sessions", {"title": "logs live"})
+    call("POST", f"{api}/sessions/{session['id']}/start")
+    agent = call(
+        "POST",
+        f"{api}/agents/register",
+        {"name": f"live-{uuid.uuid4().hex[:6]}", "type": "QA", "capabilities": ["TESTING"]},
+    )
+    task = call(
+        "POST",
+        f"{api}/tasks",
+        {"session_id": session["id"], "title": "t", "required_capabilities": ["TESTING"]},
+    )
+    call("POST", f"{api}/tasks/{task['id']}/assign", {"agent_id": agent["id"]})
+    return {"api": api, "session": session["id"], "task": task["id"], "token": agent["token"]}
+
+
+def post_lines(held, *texts, stream="stdout"):
+    body = {"lines": [{"stream": stream, "text": text} for text in texts]}
+    return call("POST", f"{held['api']}/tasks/{held['task']}/logs", body, held["token"])
+
+
+def test_a_subscriber_follows_the_log_live_over_the_websocket(live, held):
+    socket = Client.connect(live.replace("http", "ws") + f"/ws/sessions/{held['session']}")
+    try:
+        time.sleep(0.3)  # the socket is subscribed once its handshake is answered
+        post_lines(held, "compiling", "done", stream="stderr")
+        deadline = time.monotonic() + 10
+        event = None
+        while event is None and time.monotonic() < deadline:
+            raw = socket.receive(timeout=0.5)
+            message = json.loads(raw) if raw else {}
+            if message.get("type") == "task.log":
+                event = message
+        assert event is not None, "no task.log within 10 s"
+        payload = event["payload"]
+        assert payload["task_id"] == held["task"] and payload["session_id"] == held["session"]
+        assert (payload["first_seq"], payload["last_seq"]) == (1, 2)
+        assert [(x["stream"], x["text"]) for x in payload["lines"]] == [
+            ("stderr", "compiling"),
+            ("stderr", "done"),
+        ]
+        assert payload["more"] is False and payload["truncated"] is False
+    finally:
+        socket.close()
+
+
+def test_cli_logs_follow_prints_new_lines_until_the_task_finishes(live, held):
+    post_lines(held, "first line")
+    env = {**os.environ, "ORCHESTRATOR_URL": live}
+    env.pop("ORCHESTRATOR_TOKEN", None)
+    follower = subprocess.Popen(
+        [
+            os.path.join(ROOT, ".venv", "bin", "orchestrator"),
+            "logs",
+            held["task"],
+            "--follow",
+            "--interval",
+            "0.2",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)
+        assert follower.poll() is None, follower.communicate()
+        post_lines(held, "second line")
+        post_lines(held, "an error", stream="stderr")
+        task_url = f"{held['api']}/tasks/{held['task']}"
+        call("POST", f"{task_url}/start", {}, held["token"])
+        call("POST", f"{task_url}/complete", {"result": {}}, held["token"])
+        out, err = follower.communicate(timeout=15)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, err
+    assert out.splitlines() == ["first line", "second line"]
+    assert err.splitlines() == ["an error"]
