@@ -24,6 +24,7 @@ from shared.services import (
     settle,
     sweeps,
     task_lifecycle,
+    task_logs,
 )
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,23 @@ def reconcile() -> dict:
     if any(repaired.values()):
         log.warning("reconcile repaired %s", repaired, extra={"repaired": repaired})
     return repaired
+
+
+@shared_task(name=jobs.PRUNE_TASK_LOGS, **JOB_OPTIONS)
+def prune_task_logs() -> int:
+    """The logs of tasks finished more than TASK_LOG_RETENTION_SECONDS ago, a batch of
+    tasks per transaction, at most PRUNE_MAX_BATCHES a run (the next run goes on)."""
+    retention = runtime.database().settings.task_log_retention_seconds
+    total = 0
+    for _ in range(task_logs.PRUNE_MAX_BATCHES):
+        with runtime.database().transaction() as db:
+            pruned = task_logs.prune(db, retention_seconds=retention)
+        total += pruned
+        if pruned < task_logs.PRUNE_BATCH_TASKS:
+            break
+    if total:
+        log.info("pruned the logs of %d finished tasks", total)
+    return total
 
 
 @shared_task(name=jobs.PUBLISH_EVENTS, **JOB_OPTIONS)
