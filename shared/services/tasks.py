@@ -10,6 +10,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared import events
 from shared.enums import TaskStatus
 from shared.errors import TaskNotFound
 from shared.models import OutboxEvent, Task, TaskDependency, WorkSession
@@ -65,6 +66,7 @@ def history(db: Session, *, task_id: uuid.UUID, limit: int = 500) -> list[dict]:
     rows = db.execute(
         select(OutboxEvent.seq, OutboxEvent.type, OutboxEvent.payload, OutboxEvent.created_at)
         .where(OutboxEvent.seq.is_not(None), OutboxEvent.payload["task_id"].astext == str(task_id))
+        .where(OutboxEvent.type != events.TASK_LOG)  # the log is read from GET .../logs
         .order_by(OutboxEvent.seq)
         .limit(limit)
     ).all()

@@ -209,6 +209,11 @@ def test_each_batch_is_one_bounded_task_log_event(client, db):
     assert [line["text"] for line in first["lines"]] == ["hello", "world"]
     assert (second["first_seq"], second["last_seq"], second["more"]) == (3, 42, True)
     assert sum(len(line["text"]) for line in second["lines"]) <= task_logs.EVENT_TEXT_BYTES
+    # published (as the relay would), the task's history is its changes, not its log
+    db.execute(update(OutboxEvent).values(seq=OutboxEvent.id))
+    db.commit()
+    history = client.get(f"/api/v1/tasks/{task['id']}/events").json["items"]
+    assert history and all(event["type"] != "task.log" for event in history)
 
 
 def test_development_without_a_token_names_the_holder(client):
