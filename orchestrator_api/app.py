@@ -104,6 +104,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     metrics.register(app)
     for blueprint in (sessions.blp, agents.blp, tasks.blp, task_logs.blp):
         api.register_blueprint(blueprint)
+    from orchestrator_api.resources import webhooks as webhook_routes
+
+    api.register_blueprint(webhook_routes.blp)
     openapi.describe(api, app)  # /health, /ready, /metrics and the WebSocket streams
     return app
 

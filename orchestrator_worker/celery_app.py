@@ -31,7 +31,11 @@ def beat_schedule_file() -> str:
     return os.path.join(tempfile.gettempdir(), f"orchestrator-beat-{stack[:12]}")
 
 
-app = Celery("orchestrator", broker=settings.redis_url, include=["orchestrator_worker.jobs"])
+app = Celery(
+    "orchestrator",
+    broker=settings.redis_url,
+    include=["orchestrator_worker.jobs", "orchestrator_worker.webhook_jobs"],
+)
 app.conf.update(
     beat_schedule_filename=beat_schedule_file(),
     task_acks_late=True,
@@ -51,6 +55,7 @@ app.conf.update(
     task_send_sent_event=True,
     worker_hijack_root_logger=False,
     timezone="UTC",
+    task_routes=jobs.ROUTES,  # deliveries on their own queue: the `webhooks` worker's
     beat_schedule={
         "assign-ready-tasks": {"task": jobs.ASSIGN_READY_TASKS, "schedule": SWEEP_INTERVAL},
         "expire-heartbeats": {"task": jobs.EXPIRE_HEARTBEATS, "schedule": SWEEP_INTERVAL},
@@ -58,6 +63,7 @@ app.conf.update(
         "reconcile": {"task": jobs.RECONCILE, "schedule": 3 * SWEEP_INTERVAL},
         "publish-events": {"task": jobs.PUBLISH_EVENTS, "schedule": 1.0},
         "prune-task-logs": {"task": jobs.PRUNE_TASK_LOGS, "schedule": 60.0},
+        "sweep-webhook-deliveries": {"task": jobs.SWEEP_WEBHOOK_DELIVERIES, "schedule": 1.0},
     },
 )
 

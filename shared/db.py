@@ -31,6 +31,7 @@ class Database:
         from shared import unit_of_work
 
         self.settings = settings
+        self.job_sender = job_sender  # the relay sends webhook deliveries with it
         options = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
         options.update(engine_options)
         self.engine: Engine = create_engine(settings.sqlalchemy_url, **options)

@@ -52,6 +52,10 @@ class TaskNotFound(NotFound):
     code = "TASK_NOT_FOUND"
 
 
+class WebhookNotFound(NotFound):
+    code = "WEBHOOK_NOT_FOUND"
+
+
 class Conflict(OrchestratorError):
     code = "CONFLICT"
     status = 409

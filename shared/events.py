@@ -27,6 +27,27 @@ AGENT_STATUS_CHANGED = "agent.status_changed"
 AGENT_HEARTBEAT = "agent.heartbeat"
 AGENT_DEREGISTERED = "agent.deregistered"
 SYSTEM_HEALTH = "system.health"
+# A webhook disabled after WEBHOOK_DISABLE_AFTER_FAILURES consecutive failed attempts.
+WEBHOOK_DISABLED = "webhook.disabled"
+# Sent by POST /webhooks/{id}/test, delivered to that webhook only.
+WEBHOOK_TEST = "webhook.test"
+
+# What webhooks may subscribe to: the outbox's events (system.health is made by each web
+# process for its sockets, never stored, so no webhook could get it).
+WEBHOOK_EVENT_TYPES = (
+    SESSION_CREATED,
+    SESSION_STATUS_CHANGED,
+    TASK_CREATED,
+    TASK_STATUS_CHANGED,
+    TASK_ASSIGNED,
+    TASK_DECOMPOSED,
+    AGENT_REGISTERED,
+    AGENT_STATUS_CHANGED,
+    AGENT_HEARTBEAT,
+    AGENT_DEREGISTERED,
+    WEBHOOK_DISABLED,
+)
+WEBHOOK_WILDCARDS = ("*", *sorted({f"{t.split('.')[0]}.*" for t in WEBHOOK_EVENT_TYPES}))
 
 
 def _jsonable(value: Any) -> Any:

@@ -22,7 +22,9 @@ from datetime import UTC
 import redis as redis_lib
 from sqlalchemy import text
 
+from shared import jobs
 from shared.db import Database
+from shared.services import webhooks
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +78,33 @@ def publish_once(database: Database, redis: redis_lib.Redis, *, retention: int) 
         connection.commit()
         try:
             rows = connection.execute(_CLAIM_SQL, {"batch": BATCH}).all()
+            deliveries = []
+            if rows:
+                # in the transaction that numbers the events: a committed event always
+                # has its webhook deliveries (shared/services/webhooks.py)
+                seqs = [row.seq for row in rows]
+                deliveries = webhooks.fan_out(connection, first_seq=min(seqs), last_seq=max(seqs))
             connection.commit()
             if rows:
                 _add_to_stream(redis, rows, retention=retention)
+            if deliveries:
+                _send_deliveries(database, deliveries)
             return len(rows)
         finally:
             connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
             connection.commit()
+
+
+def _send_deliveries(database: Database, delivery_ids: list) -> None:
+    """A job per delivery; one that is not sent is sent by the webhook sweep later."""
+    if database.job_sender is None:
+        return
+    for delivery_id in delivery_ids:
+        try:
+            database.job_sender(jobs.DELIVER_WEBHOOK, (str(delivery_id),), {})
+        except Exception as exc:
+            log.warning("webhook deliveries not sent (the sweep sends them): %s", exc)
+            return
 
 
 def _add_to_stream(redis: redis_lib.Redis, rows, *, retention: int) -> None:

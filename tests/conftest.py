@@ -199,6 +199,7 @@ def celery_worker(settings):
         celery_app,
         pool="threads",
         concurrency=4,
+        queues=["celery", "webhooks"],  # the Procfile's worker and webhooks worker, in one
         perform_ping_check=False,
         loglevel="WARNING",
         shutdown_timeout=30,

@@ -102,7 +102,8 @@ def running_web(settings, **extra_env):
 
 
 def test_procfile_has_every_process():
-    assert set(procfile()) == {"release", "web", "worker", "beat", "flower"}
+    assert set(procfile()) == {"release", "web", "worker", "webhooks", "beat", "flower"}
+    assert "-Q webhooks" in procfile()["webhooks"] and "-Q celery" in procfile()["worker"]
     assert "$PORT" in procfile()["web"] or "${PORT" in procfile()["web"]
     assert "FLOWER_PORT" in procfile()["flower"]
 

@@ -1,0 +1,345 @@
+"""Webhooks: registration, the fan-out of events to deliveries, and the bookkeeping of
+each delivery attempt (the HTTP itself is shared/webhook_http.py, sent by the worker).
+
+A delivery goes PENDING -> SUCCEEDED, or FAILED (a 4xx other than 429, the retry window
+spent, or its webhook disabled). A job claims a due delivery with a lease (so two jobs
+never send it at once), sends it without holding a transaction, then records the outcome
+fenced by the attempt number it claimed (a late job whose lease ran out records nothing).
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, text, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from shared import events, webhook_http
+from shared.config import Settings
+from shared.errors import ValidationError, WebhookNotFound
+from shared.models.webhook import Webhook, WebhookDelivery
+from shared.services.common import Page, paginate, settings_of
+
+MIN_SECRET_LENGTH = 16
+PENDING, SUCCEEDED, FAILED = "PENDING", "SUCCEEDED", "FAILED"
+
+
+def create(
+    db: Session,
+    *,
+    url: str,
+    event_types: list[str],
+    pool: str | None = None,
+    secret: str | None = None,
+) -> Webhook:
+    settings = settings_of(db)
+    try:
+        webhook_http.check_url(url, settings)
+    except webhook_http.AddressRefused as exc:
+        raise ValidationError("Invalid input", details={"url": [str(exc)]}) from None
+    unknown = [
+        t for t in event_types if t not in events.WEBHOOK_EVENT_TYPES + events.WEBHOOK_WILDCARDS
+    ]
+    if unknown:
+        known = ", ".join(events.WEBHOOK_EVENT_TYPES + events.WEBHOOK_WILDCARDS)
+        raise ValidationError(
+            "Invalid input",
+            details={
+                "event_types": [f"Unknown event types: {', '.join(unknown)}. Known: {known}."]
+            },
+        )
+    webhook = Webhook(
+        url=url,
+        event_types=list(dict.fromkeys(event_types)),
+        pool=pool,
+        secret=secret or "whsec_" + secrets.token_urlsafe(32),
+    )
+    db.add(webhook)
+    db.flush()  # the id and timestamps for the answer
+    return webhook
+
+
+def get_or_raise(db: Session, *, webhook_id: uuid.UUID) -> Webhook:
+    webhook = db.get(Webhook, webhook_id)
+    if webhook is None:
+        raise WebhookNotFound(f"Webhook with ID {webhook_id} not found")
+    return webhook
+
+
+def list_webhooks(db: Session, *, page: int, page_size: int) -> Page[Webhook]:
+    query = select(Webhook).order_by(Webhook.created_at.desc(), Webhook.id)
+    return paginate(db, query, page=page, page_size=page_size)
+
+
+def delete(db: Session, *, webhook_id: uuid.UUID) -> None:
+    """The webhook and its delivery log; a job sending one of them records nothing."""
+    db.delete(get_or_raise(db, webhook_id=webhook_id))
+
+
+def list_deliveries(
+    db: Session, *, webhook_id: uuid.UUID, page: int, page_size: int, status: str | None = None
+) -> Page[WebhookDelivery]:
+    get_or_raise(db, webhook_id=webhook_id)
+    query = select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id)
+    if status is not None:
+        query = query.where(WebhookDelivery.status == status)
+    query = query.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.event_id.desc())
+    return paginate(db, query, page=page, page_size=page_size)
+
+
+def send_test(db: Session, *, webhook_id: uuid.UUID) -> None:
+    """A `webhook.test` event through the outbox: the relay makes its delivery (to this
+    webhook only, whatever its event types), so it takes the path every event takes."""
+    webhook = get_or_raise(db, webhook_id=webhook_id)
+    if not webhook.enabled:
+        raise ValidationError("Invalid input", details={"webhook": ["The webhook is disabled."]})
+    payload = {"webhook_id": str(webhook.id)}
+    if webhook.pool is not None:
+        payload["pool"] = webhook.pool
+    events.record(db, events.WEBHOOK_TEST, **payload)
+
+
+# -- the fan-out, in the relay's transaction ---------------------------------------------
+
+_FAN_OUT_SQL = text(
+    """
+    INSERT INTO webhook_deliveries
+        (id, webhook_id, event_id, event_type, payload, event_created_at, next_attempt_at,
+         sent_at, created_at)
+    SELECT gen_random_uuid(), w.id, e.seq, e.type, e.payload, e.created_at, now(), now(), now()
+    FROM outbox_events AS e JOIN webhooks AS w ON w.enabled
+    WHERE e.seq BETWEEN :first AND :last AND (
+        (e.type = 'webhook.test' AND e.payload->>'webhook_id' = w.id::text)
+        OR (e.type <> 'webhook.test'
+            AND (e.type = ANY(w.event_types) OR '*' = ANY(w.event_types)
+                 OR split_part(e.type, '.', 1) || '.*' = ANY(w.event_types))
+            AND (w.pool IS NULL OR e.payload->>'pool' = w.pool)))
+    RETURNING id
+    """
+)
+_ANY_ENABLED_SQL = text("SELECT EXISTS (SELECT 1 FROM webhooks WHERE enabled)")
+
+
+def fan_out(connection: Connection, *, first_seq: int, last_seq: int) -> list[uuid.UUID]:
+    """One delivery per (event, enabled webhook that wants it) for the events just given
+    ids first_seq..last_seq, in the caller's (the relay's) transaction."""
+    if not connection.scalar(_ANY_ENABLED_SQL):
+        return []
+    rows = connection.execute(_FAN_OUT_SQL, {"first": first_seq, "last": last_seq})
+    return [row.id for row in rows]
+
+
+# -- attempts ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attempt:
+    delivery_id: uuid.UUID
+    attempt: int
+    url: str
+    body: bytes
+    headers: dict[str, str]
+
+
+def body_of(delivery: WebhookDelivery) -> bytes:
+    """The same bytes at every attempt: the event as the WebSocket streams carry it."""
+    import json
+
+    from shared.relay import message
+
+    event = message(
+        delivery.event_id, delivery.event_type, delivery.payload, delivery.event_created_at
+    )
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def lease_seconds(settings: Settings) -> float:
+    return 2 * settings.webhook_timeout_seconds + 5
+
+
+def claim(db: Session, *, delivery_id: uuid.UUID, now: float | None = None) -> Attempt | None:
+    """Take a due, pending delivery that no other job holds, for one attempt; None if
+    there is nothing to do (done, not due, held, or its webhook gone or disabled)."""
+    settings = settings_of(db)
+    row = db.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.id == delivery_id,
+            WebhookDelivery.status == PENDING,
+            WebhookDelivery.next_attempt_at <= text("now()"),
+            (WebhookDelivery.lease_until.is_(None)) | (WebhookDelivery.lease_until < text("now()")),
+        )
+        .values(
+            attempts=WebhookDelivery.attempts + 1,
+            lease_until=text("now() + make_interval(secs => :lease)"),
+        )
+        .returning(WebhookDelivery.attempts, WebhookDelivery.webhook_id),
+        {"lease": lease_seconds(settings)},
+    ).first()
+    if row is None:
+        return None
+    webhook = db.get(Webhook, row.webhook_id)
+    delivery = db.get(WebhookDelivery, delivery_id)
+    if webhook is None or not webhook.enabled:
+        _finish(delivery, FAILED, error="the webhook is disabled")
+        return None
+    body = body_of(delivery)
+    timestamp = int(now if now is not None else datetime.now(UTC).timestamp())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": webhook_http.USER_AGENT,
+        webhook_http.EVENT_ID_HEADER: str(delivery.event_id),
+        "X-Orchestrator-Event-Type": delivery.event_type,
+        "X-Orchestrator-Delivery-Id": str(delivery.id),
+        "X-Orchestrator-Webhook-Id": str(webhook.id),
+        "X-Orchestrator-Attempt": str(row.attempts),
+        webhook_http.SIGNATURE_HEADER: webhook_http.sign(webhook.secret, timestamp, body),
+    }
+    return Attempt(delivery.id, row.attempts, webhook.url, body, headers)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    status: str  # the delivery's, after this attempt
+    retry_in: float | None  # seconds until the next attempt, when there is one
+    disabled_webhook: uuid.UUID | None = None
+
+
+def backoff(settings: Settings, attempt: int, rng: random.Random | None = None) -> float:
+    """base x 2^(attempt-1), at most max_delay, with "equal jitter": between half and all
+    of it, so receivers that failed together are not retried together."""
+    ceiling = min(
+        settings.webhook_retry_max_delay_seconds,
+        settings.webhook_retry_base_seconds * 2 ** min(attempt - 1, 40),
+    )
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+def record_outcome(
+    db: Session, *, attempt: Attempt, outcome: webhook_http.Outcome
+) -> Recorded | None:
+    """Write what the attempt got; None if the delivery is no longer this attempt's (its
+    lease ran out and another job took it, or the webhook was deleted)."""
+    settings = settings_of(db)
+    delivery = db.execute(
+        select(WebhookDelivery)
+        .where(
+            WebhookDelivery.id == attempt.delivery_id,
+            WebhookDelivery.attempts == attempt.attempt,
+            WebhookDelivery.status == PENDING,
+        )
+        .with_for_update()
+    ).scalar_one_or_none()
+    if delivery is None:
+        return None
+    delivery.last_status_code = outcome.status_code
+    delivery.last_duration_ms = outcome.duration_ms
+    delivery.last_error = outcome.error
+    delivery.last_attempt_at = datetime.now(UTC)
+    webhook_id = delivery.webhook_id
+    if outcome.succeeded:
+        _finish(delivery, SUCCEEDED)
+        db.execute(
+            update(Webhook)
+            .where(Webhook.id == webhook_id, Webhook.consecutive_failures != 0)
+            .values(consecutive_failures=0)
+        )
+        return Recorded(SUCCEEDED, None)
+    retry_in = None
+    if outcome.retryable:
+        retry_in = backoff(settings, attempt.attempt)
+        if outcome.retry_after is not None:
+            retry_in = min(
+                max(retry_in, outcome.retry_after), settings.webhook_retry_max_delay_seconds
+            )
+        window_ends = delivery.created_at + timedelta(seconds=settings.webhook_retry_window_seconds)
+        if datetime.now(UTC) + timedelta(seconds=retry_in) > window_ends:
+            retry_in = None
+            delivery.last_error = (
+                f"{outcome.error} (gave up: the retry window of "
+                f"{settings.webhook_retry_window_seconds:g} s is spent)"
+            )
+    if retry_in is None:
+        _finish(delivery, FAILED)
+    else:
+        delivery.next_attempt_at = datetime.now(UTC) + timedelta(seconds=retry_in)
+        delivery.lease_until = None
+    disabled = _count_failure(db, webhook_id, settings)
+    return Recorded(delivery.status, retry_in, disabled)
+
+
+def mark_sent(db: Session, *, delivery_id: uuid.UUID, at: datetime) -> None:
+    db.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(sent_at=at))
+
+
+def _finish(delivery: WebhookDelivery, status: str, error: str | None = None) -> None:
+    delivery.status = status
+    delivery.lease_until = None
+    if error is not None:
+        delivery.last_error = error
+
+
+def _count_failure(db: Session, webhook_id: uuid.UUID, settings: Settings) -> uuid.UUID | None:
+    """One more failed attempt in a row; at the limit the webhook is disabled (its pending
+    deliveries fail) and `webhook.disabled` is recorded. Returns its id if it was."""
+    row = db.execute(
+        update(Webhook)
+        .where(Webhook.id == webhook_id)
+        .values(consecutive_failures=Webhook.consecutive_failures + 1)
+        .returning(Webhook.consecutive_failures, Webhook.enabled)
+    ).first()
+    if (
+        row is None
+        or not row.enabled
+        or row.consecutive_failures < settings.webhook_disable_after_failures
+    ):
+        return None
+    webhook = db.get(Webhook, webhook_id)
+    webhook.enabled = False
+    webhook.disabled_at = datetime.now(UTC)
+    db.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.webhook_id == webhook_id, WebhookDelivery.status == PENDING)
+        .values(status=FAILED, lease_until=None, last_error="the webhook is disabled")
+        .execution_options(synchronize_session=False)
+    )
+    payload = {
+        "webhook_id": str(webhook.id),
+        "url": webhook.url,
+        "consecutive_failures": row.consecutive_failures,
+        "reason": f"{row.consecutive_failures} consecutive failed delivery attempts",
+    }
+    if webhook.pool is not None:
+        payload["pool"] = webhook.pool
+    events.record(db, events.WEBHOOK_DISABLED, **payload)
+    return webhook.id
+
+
+# -- the sweep --------------------------------------------------------------------------
+
+_DUE_SQL = text(
+    """
+    UPDATE webhook_deliveries SET sent_at = now()
+    WHERE id IN (
+        SELECT id FROM webhook_deliveries
+        WHERE status = 'PENDING' AND next_attempt_at <= now()
+          AND (lease_until IS NULL OR lease_until < now())
+          AND (sent_at IS NULL OR sent_at < next_attempt_at
+               OR sent_at < now() - make_interval(secs => :grace))
+        ORDER BY next_attempt_at LIMIT :limit
+        FOR UPDATE SKIP LOCKED)
+    RETURNING id
+    """
+)
+
+
+def due_deliveries(db: Session, *, limit: int = 1000) -> list[uuid.UUID]:
+    """Deliveries that are due and that no job holds or was recently sent for (a retry
+    whose time has come, a job lost with Redis or a SIGKILLed worker); marked sent."""
+    grace = settings_of(db).webhook_redispatch_seconds
+    return [row.id for row in db.execute(_DUE_SQL, {"grace": grace, "limit": limit})]
