@@ -96,13 +96,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.after_request(_add_request_id)
 
     from orchestrator_api import dashboard, metrics, ws
-    from orchestrator_api.resources import agents, health, sessions, task_logs, tasks
+    from orchestrator_api.resources import agents, health, sessions, statistics, task_logs, tasks
 
     ws.register(app)
     app.register_blueprint(health.blp)
     app.register_blueprint(dashboard.blp)
     metrics.register(app)
-    for blueprint in (sessions.blp, agents.blp, tasks.blp, task_logs.blp):
+    for blueprint in (sessions.blp, agents.blp, tasks.blp, task_logs.blp, statistics.blp):
         api.register_blueprint(blueprint)
     from orchestrator_api.resources import webhooks as webhook_routes
 

@@ -26,7 +26,7 @@ from shared.db import Database
 from shared.errors import AgentNotFound
 from shared.models import Agent
 from shared.services import agents as service
-from shared.services import cascades
+from shared.services import cascades, statistics
 
 blp = Blueprint("agents", __name__, url_prefix="/api/v1/agents", description="Agents")
 
@@ -35,7 +35,11 @@ FIELDS = tuple(c.key for c in Agent.__table__.columns)
 
 def agent_views(agents: list[Agent], held: dict | None = None) -> list[dict]:
     held = held if held is not None else service.held_counts(db(), agent_ids=[a.id for a in agents])
-    return [{**{f: getattr(a, f) for f in FIELDS}, "active_tasks": held[a.id]} for a in agents]
+    figures = statistics.agent_figures(db(), agent_ids=[a.id for a in agents])
+    return [
+        {**{f: getattr(a, f) for f in FIELDS}, "active_tasks": held[a.id], **figures[a.id]}
+        for a in agents
+    ]
 
 
 @blp.route("")
@@ -60,7 +64,7 @@ def register_agent(body):
     return {**agent_views([agent], {agent.id: 0})[0], "token": token}
 
 
-@blp.route("/<id(register):agent_id>")  # not /register: that is its own route
+@blp.route("/<id(register,performance):agent_id>")  # not /register nor /performance
 class AgentById(MethodView):
     @blp.response(200, AgentSchema)
     def get(self, agent_id):
@@ -83,7 +87,8 @@ def heartbeat(body, agent_id):
     """The agent is alive, at this load. An OFFLINE agent comes back online."""
     agent_id = parse_id(agent_id)
     if in_transaction():  # an Idempotency-Key was claimed in it: the answer goes with it
-        return service.heartbeat(db(), agent_id=agent_id, **body)
+        agent = service.heartbeat(db(), agent_id=agent_id, **body)
+        return {**agent, **statistics.agent_figures(db(), agent_ids=[agent_id])[agent_id]}
     heartbeats = current_app.extensions["orchestrator"].heartbeats
     return heartbeats.submit((agent_id, body["current_load"]))
 
@@ -94,8 +99,11 @@ def write_heartbeats(
     """The heartbeats of several requests, in one transaction (shared/group_commit.py)."""
     with database.transaction() as session:
         agents = service.heartbeat_many(session, loads)
+        figures = statistics.agent_figures(session, agent_ids=agents)
     return [
-        agents.get(agent_id) or AgentNotFound(f"Agent with ID {agent_id} not found")
+        {**agents[agent_id], **figures[agent_id]}
+        if agent_id in agents
+        else AgentNotFound(f"Agent with ID {agent_id} not found")
         for agent_id, _ in loads
     ]
 

@@ -56,7 +56,7 @@ class Sessions(MethodView):
         return session_views([work_session])[0]
 
 
-@blp.route("/<session_id>")
+@blp.route("/<id(statistics):session_id>")  # not /statistics: resources/statistics.py
 class SessionById(MethodView):
     @blp.response(200, SessionSchema)
     def get(self, session_id):

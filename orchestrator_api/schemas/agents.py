@@ -55,6 +55,19 @@ class AgentSchema(Schema):
     max_concurrent_tasks = fields.Integer()
     current_load = fields.Integer()
     active_tasks = fields.Integer()
+    tasks_completed = fields.Integer(
+        metadata={"description": "Tasks it completed, counted from the tasks"}
+    )
+    tasks_failed = fields.Integer(
+        metadata={"description": "Its attempts that failed (`fail`, timeouts); not releases"}
+    )
+    success_rate = fields.Float(
+        allow_none=True,
+        metadata={
+            "description": "tasks_completed / (tasks_completed + tasks_failed), 0-1; null "
+            "before its first finished task"
+        },
+    )
     status = UpperEnum(AgentStatus)
     last_heartbeat_at = UTCDateTime()
     created_at = UTCDateTime()

@@ -5,14 +5,17 @@ from shared.models.event import OutboxEvent
 from shared.models.idempotency import IdempotencyKey
 from shared.models.session import WorkSession
 from shared.models.task import Task, TaskDependency
+from shared.models.task_failure import AgentTaskTotals, TaskFailure
 from shared.models.task_log import TaskLogLine, TaskLogState
 
 __all__ = [
     "Agent",
+    "AgentTaskTotals",
     "IdempotencyKey",
     "OutboxEvent",
     "Task",
     "TaskDependency",
+    "TaskFailure",
     "TaskLogLine",
     "TaskLogState",
     "WorkSession",

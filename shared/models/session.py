@@ -21,6 +21,18 @@ class WorkSession(TimestampMixin, Base):
         Index("ix_sessions_created_at", "created_at"),
         Index("ix_sessions_status_created_at", "status", "created_at"),
         Index("ix_sessions_pool_created_at", "pool", "created_at"),
+        # GET /sessions/statistics reads these alone (index-only scans), by pool or not.
+        Index(
+            "ix_sessions_statistics_created_at",
+            "created_at",
+            postgresql_include=["status", "started_at", "completed_at"],
+        ),
+        Index(
+            "ix_sessions_statistics_pool_created_at",
+            "pool",
+            "created_at",
+            postgresql_include=["status", "started_at", "completed_at"],
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)

@@ -40,6 +40,12 @@ class Task(TimestampMixin, Base):
             "assigned_agent_id",
             postgresql_where="status IN ('ASSIGNED', 'IN_PROGRESS')",
         ),
+        # An agent's completed tasks, counted for its figures (services/statistics.py).
+        Index(
+            "ix_tasks_completed_by_agent",
+            "assigned_agent_id",
+            postgresql_where="status = 'COMPLETED'",
+        ),
         # Sweeps read only overdue held tasks, through this index.
         Index(
             "ix_tasks_deadline_at",

@@ -23,7 +23,7 @@ from shared.models import Task, TaskDependency
 from shared.models.types import utcnow
 from shared.services import agents as agent_service
 from shared.services import sessions as session_service
-from shared.services import tasks
+from shared.services import statistics, tasks
 from shared.services.common import settings_of
 from shared.states import (
     FINISHED_TASK_STATUSES,
@@ -129,6 +129,7 @@ def fail(
     _check_actor(task, agent_id)
     holder = task.assigned_agent_id
     _fail_held(db, task, error=error, retryable=retryable)
+    statistics.record_failure(db, task=task, agent_id=holder)
     agent_service.refresh_statuses(db, agent_ids=[holder] if holder else [])
     return task
 
