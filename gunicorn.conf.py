@@ -1,8 +1,19 @@
-"""gunicorn settings for the `web` process. Environment variables override the defaults."""
-
-import os
+"""gunicorn settings for the `web` process, from the environment through shared.config's
+Settings (WEB_CONCURRENCY, WEB_THREADS, WS_MAX_CONNECTIONS_PER_PROCESS, ACCESS_LOG)."""
 
 from gunicorn.glogging import Logger
+
+
+def _settings():
+    from shared.config import ConfigError, Settings
+
+    try:
+        return Settings.from_env()
+    except ConfigError:
+        return Settings()  # on_starting reports the error and stops
+
+
+_env = _settings()
 
 
 def on_starting(server):
@@ -37,49 +48,35 @@ class JsonLogger(Logger):
         super().setup(cfg)
         if cfg.errorlog != "-":
             return
-        from shared.config import ConfigError, Settings
         from shared.logs import configure_logging
 
-        try:
-            settings = Settings.from_env()
-        except ConfigError:
-            settings = Settings()  # on_starting reports the error and stops
         for handler in list(self.error_log.handlers):
             self.error_log.removeHandler(handler)
         self.error_log.propagate = True
-        configure_logging(settings)
+        configure_logging(_env)
 
 
 logger_class = JsonLogger
 
 
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+workers = _env.web_concurrency
 # gthread: each open WebSocket holds one thread (see docs/ARCHITECTURE.md).
 worker_class = "orchestrator_api.gunicorn_worker.ThreadWorker"  # gthread, errors in JSON
-
-
-def _ws_max_connections_per_process() -> int:
-    from shared.config import ConfigError, Settings
-
-    try:
-        return Settings.from_env().ws_max_connections_per_process
-    except ConfigError:
-        return Settings().ws_max_connections_per_process  # on_starting reports the error
 
 
 # WEB_THREADS threads are for HTTP requests; WebSockets get threads of their own, as many
 # as the gateway lets a process open (WS_MAX_CONNECTIONS_PER_PROCESS, refused beyond with
 # 503), so open sockets never take a thread that a request needs. Threads start on
 # demand: the WebSocket share costs nothing until sockets use it.
-ws_max_connections = _ws_max_connections_per_process()
-threads = int(os.environ.get("WEB_THREADS", "16")) + ws_max_connections
+ws_max_connections = _env.ws_max_connections_per_process
+threads = _env.web_threads + ws_max_connections
 # Connections a worker holds at once (open sockets, requests, idle keep-alives): gunicorn's
 # default of 1,000 for HTTP, beside the sockets.
 worker_connections = 1000 + ws_max_connections
 timeout = 60
 graceful_timeout = 20
 keepalive = 5
-accesslog = "-" if os.environ.get("ACCESS_LOG", "0") == "1" else None
+accesslog = "-" if _env.access_log else None
 # Beyond these, gunicorn refuses the request itself: 414 or 431 with the contract's error
 # body (orchestrator_api/gunicorn_worker.py; docs/API.md, "Request limits").
 limit_request_line = 4094  # bytes: method, path, query string and version

@@ -13,7 +13,6 @@ import errno
 import functools
 import json
 import logging
-import os
 import socket
 import time
 import uuid
@@ -26,7 +25,7 @@ from wsproto.frame_protocol import CloseReason
 
 from orchestrator_api import ws_access
 from orchestrator_api.ws_hub import Hub, hub
-from orchestrator_api.ws_sockets import SEND_TIMEOUT_SECONDS, Filter, SocketWriter, Subscription
+from orchestrator_api.ws_sockets import Filter, SocketWriter, Subscription
 from shared import pools, relay
 from shared.models import Agent, WorkSession
 
@@ -148,7 +147,8 @@ def _take_over_socket(ws) -> SocketWriter:
     """Every byte to the client goes through a SocketWriter from here on."""
     try:
         ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
-        writer = SocketWriter(ws.sock)
+        send_timeout = current_app.extensions["orchestrator"].settings.ws_send_timeout_seconds
+        writer = SocketWriter(ws.sock, send_timeout=send_timeout)
     except OSError:  # the client closed already (its socket with it)
         raise ConnectionClosed(ws.close_reason, ws.close_message) from None
     ws.sock = writer
@@ -162,7 +162,7 @@ def _pump(ws, events_hub: Hub, subscription: Subscription, writer: SocketWriter)
     while ws.connected and not writer.broken:
         if subscription.overflowed or writer.stalled():
             ws.close(SLOW_CLIENT_CLOSE, "client too slow: event buffer full")
-            writer.drain(SEND_TIMEOUT_SECONDS)
+            writer.drain(writer.send_timeout)
             return
         ws_access.renew_lease()
         if events_hub.closing.is_set():
@@ -228,7 +228,7 @@ def _end_unfinished(ws, events_hub: Hub, writer: SocketWriter) -> None:
         writer.drain(CLOSE_GRACE_SECONDS)
     else:
         ws.close(SLOW_CLIENT_CLOSE, "client too slow: took nothing while resuming")
-        writer.drain(SEND_TIMEOUT_SECONDS)
+        writer.drain(writer.send_timeout)
 
 
 def _send_dropped(ws, last_event_id: int, oldest_available_id: int) -> None:
@@ -319,6 +319,6 @@ blp.teardown_request(ws_access.release_lease)
 
 def register(app) -> None:
     # Ping frames find dead peers and clients that stopped reading: no pong, closed (1008).
-    ping_interval = float(os.environ.get("WS_PING_INTERVAL_SECONDS", "20"))
+    ping_interval = app.extensions["orchestrator"].settings.ws_ping_interval_seconds
     app.config.setdefault("SOCK_SERVER_OPTIONS", {"ping_interval": ping_interval})
     app.register_blueprint(blp)

@@ -7,7 +7,6 @@ missed (a resume), then passes them to the writer.
 
 from __future__ import annotations
 
-import os
 import select as io_select
 import socket
 import threading
@@ -17,8 +16,6 @@ from collections.abc import Callable
 
 # Per socket: what the client has not read yet, at most (about 10,000 events).
 BUFFER_BYTES = 4 * 1024 * 1024
-# How long a client may take nothing before the socket is dropped.
-SEND_TIMEOUT_SECONDS = float(os.environ.get("WS_SEND_TIMEOUT_SECONDS", "10"))
 OPCODE_CLOSE = 0x8  # control frames: 0x8 close, 0x9 ping, 0xA pong
 
 Filter = Callable[[dict], bool]
@@ -34,8 +31,10 @@ class SocketWriter:
     answers pings in time; after a close, the data still waiting is dropped (nothing may
     follow a close, and the client resumes from its last id)."""
 
-    def __init__(self, raw: socket.socket) -> None:
+    def __init__(self, raw: socket.socket, *, send_timeout: float) -> None:
         self.raw = raw
+        # How long the client may take nothing before the socket is dropped.
+        self.send_timeout = send_timeout
         self.pending: deque[bytes] = deque()
         self.pending_bytes = 0
         self.offset = 0  # how much of the first write has gone out
@@ -91,10 +90,10 @@ class SocketWriter:
                 return
 
     def stalled(self) -> bool:
-        """Whether bytes have waited SEND_TIMEOUT_SECONDS without the client taking any."""
+        """Whether bytes have waited `send_timeout` without the client taking any."""
         with self.lock:
             since = self.waiting_since
-        return since is not None and time.monotonic() - since > SEND_TIMEOUT_SECONDS
+        return since is not None and time.monotonic() - since > self.send_timeout
 
     def _write(self) -> None:
         progressed = False

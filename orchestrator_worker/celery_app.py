@@ -15,7 +15,7 @@ from shared.config import load_settings_or_exit
 
 settings = load_settings_or_exit()
 # Before the jobs module (and prometheus_client with it) is imported.
-observability.prepare()
+observability.prepare(settings)
 observability.install(settings)
 # How often beat runs the sweeps; reconciliation runs at a third of that pace.
 SWEEP_INTERVAL = float(settings.sweep_interval_seconds)
@@ -24,9 +24,8 @@ SWEEP_INTERVAL = float(settings.sweep_interval_seconds)
 def beat_schedule_file() -> str:
     """CELERY_BEAT_SCHEDULE, else a file of this stack's own (named after its database and
     Redis), so two stacks on one host never share beat's record of what it last sent."""
-    named = os.environ.get("CELERY_BEAT_SCHEDULE", "").strip()
-    if named:
-        return named
+    if settings.celery_beat_schedule.strip():
+        return settings.celery_beat_schedule.strip()
     stack = hashlib.sha256(f"{settings.database_url}|{settings.redis_url}".encode()).hexdigest()
     return os.path.join(tempfile.gettempdir(), f"orchestrator-beat-{stack[:12]}")
 

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 
@@ -25,18 +24,12 @@ from shared.config import Settings
 
 log = logging.getLogger(__name__)
 
-METRICS_PORT_ENV = "WORKER_METRICS_PORT"
 _running: dict[str, tuple] = {}  # Celery task id -> (log binding, start time)
 
 
-def metrics_port() -> int | None:
-    raw = os.environ.get(METRICS_PORT_ENV, "").strip()
-    return int(raw) if raw else None
-
-
-def prepare() -> None:
+def prepare(settings: Settings) -> None:
     """Before the jobs are imported: the multiprocess directory, when metrics are served."""
-    if metrics_port() is None:
+    if settings.worker_metrics_port is None:
         return
     if "shared.metrics" in sys.modules:
         log.warning("shared.metrics was imported before the worker set up its metrics")
@@ -52,7 +45,10 @@ def install(settings: Settings) -> None:
 
     signals.task_prerun.connect(_job_started, weak=False)
     signals.task_postrun.connect(_job_finished, weak=False)
-    signals.worker_ready.connect(_serve_metrics, weak=False)
+
+    @signals.worker_ready.connect(weak=False)
+    def _serve(**_kwargs) -> None:
+        _serve_metrics(settings.worker_metrics_port)
 
 
 def _job_started(task_id=None, task=None, **_kwargs) -> None:
@@ -74,8 +70,7 @@ def _job_finished(task_id=None, task=None, state=None, **_kwargs) -> None:
         logs.unbind(binding)
 
 
-def _serve_metrics(**_kwargs) -> None:
-    port = metrics_port()
+def _serve_metrics(port: int | None) -> None:
     if port is None:
         return
     from prometheus_client import start_http_server

@@ -124,6 +124,19 @@ class Settings:
     # Open WebSockets per web process, at most: each holds a request thread of its own
     # (gunicorn.conf.py adds this many threads to WEB_THREADS, which stay for HTTP).
     ws_max_connections_per_process: int = 1000
+    # How long a WebSocket client may take nothing before it is dropped, and how often
+    # the server pings it.
+    ws_send_timeout_seconds: float = 10.0
+    ws_ping_interval_seconds: float = 20.0
+    # gunicorn (gunicorn.conf.py): processes, HTTP threads each, one access log line per
+    # request.
+    web_concurrency: int = 2
+    web_threads: int = 16
+    access_log: bool = False
+    # The Celery worker's own /metrics port (none: not served), and beat's schedule file
+    # (empty: one of this stack's own in the temporary directory).
+    worker_metrics_port: int | None = None
+    celery_beat_schedule: str = ""
     heartbeat_timeout_seconds: int = 30
     task_max_attempts: int = 3
     task_timeout_seconds: int = 3600
@@ -216,6 +229,13 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "token_max_ttl_seconds": _int_between(300, 366 * 24 * 3600),
     "ws_max_connections_per_client": _int_between(1, 10_000),
     "ws_max_connections_per_process": _int_between(1, 100_000),
+    "ws_send_timeout_seconds": _float_between(0.1, 3_600),
+    "ws_ping_interval_seconds": _float_between(0.1, 3_600),
+    "web_concurrency": _int_between(1, 256),
+    "web_threads": _int_between(1, 10_000),
+    "access_log": _bool,
+    "worker_metrics_port": _int_between(1, 65_535),
+    "celery_beat_schedule": _text,
     "heartbeat_timeout_seconds": _int_between(1, 86_400),
     "task_max_attempts": _int_between(1, 100),
     "task_timeout_seconds": _int_between(1, 86_400),

@@ -14,7 +14,6 @@ module is imported (shared/metrics_dir.py) and `registry()` sums the files of ev
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -26,9 +25,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from shared import metrics_dir
 from shared.db import Database
 from shared.enums import AgentStatus, TaskStatus
-from shared.metrics_dir import ENV as MULTIPROC_ENV
 from shared.models import Agent, Task, WorkSession
 from shared.states import UNFINISHED_TASK_STATUSES
 
@@ -224,7 +223,7 @@ def registry(*collectors) -> CollectorRegistry:
     """What /metrics serves: the metrics of every process sharing the multiprocess dir (or
     of this process alone), plus `collectors`."""
     scrape = CollectorRegistry()
-    if os.environ.get(MULTIPROC_ENV):
+    if metrics_dir.in_use():
         MultiProcessCollector(scrape)
     else:
         scrape.register(_DefaultRegistry())

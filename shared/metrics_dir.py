@@ -21,6 +21,11 @@ ENV = "PROMETHEUS_MULTIPROC_DIR"
 PREFIX = "orchestrator-metrics-"
 
 
+def in_use() -> bool:
+    """Whether this process writes its metrics to the shared directory."""
+    return bool(os.environ.get(ENV))
+
+
 def ensure_dir() -> str:
     """PROMETHEUS_MULTIPROC_DIR: the directory it names, emptied of an earlier run's files,
     or, when unset, a fresh one under the system temp dir, removed when this process exits

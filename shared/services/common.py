@@ -30,4 +30,9 @@ def paginate(db: Session, query: Select, *, page: int, page_size: int) -> Page:
 
 
 def settings_of(db: Session) -> Settings:
-    return db.info.get("settings") or Settings()
+    """The settings of the Database that opened this session (shared/db.py). A session
+    made elsewhere has none: that is a bug, not a reason to run on defaults."""
+    settings = db.info.get("settings")
+    if settings is None:
+        raise RuntimeError("this database session carries no settings: open it with Database")
+    return settings

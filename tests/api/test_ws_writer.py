@@ -30,7 +30,7 @@ def read_all(sock: socket.socket, size: int, timeout: float = 5) -> bytes:
 def test_a_client_that_does_not_read_never_blocks_the_writer(pair, monkeypatch):
     monkeypatch.setattr(ws, "BUFFER_BYTES", 200_000)
     server, client = pair
-    writer = ws.SocketWriter(server)
+    writer = ws.SocketWriter(server, send_timeout=10)
     chunk = b"x" * 10_000
     began = time.monotonic()
     for _ in range(19):
@@ -48,10 +48,9 @@ def test_a_client_that_does_not_read_never_blocks_the_writer(pair, monkeypatch):
     assert received == chunk * 19 + b"text"
 
 
-def test_stalled_once_the_client_takes_nothing_for_the_send_timeout(pair, monkeypatch):
-    monkeypatch.setattr(ws, "SEND_TIMEOUT_SECONDS", 0.2)
+def test_stalled_once_the_client_takes_nothing_for_the_send_timeout(pair):
     server, _client = pair
-    writer = ws.SocketWriter(server)
+    writer = ws.SocketWriter(server, send_timeout=0.2)
     writer.send(b"y" * 500_000)
     assert not writer.stalled()
     time.sleep(0.3)
@@ -61,7 +60,7 @@ def test_stalled_once_the_client_takes_nothing_for_the_send_timeout(pair, monkey
 
 def test_writes_from_several_threads_never_interleave(pair):
     server, client = pair
-    writer = ws.SocketWriter(server)
+    writer = ws.SocketWriter(server, send_timeout=10)
     frames = {n: bytes([65 + n]) * 3000 for n in range(8)}
 
     def write(n: int) -> None:
@@ -84,7 +83,7 @@ def test_writes_from_several_threads_never_interleave(pair):
 
 def test_recv_waits_for_data_on_the_non_blocking_socket(pair):
     server, client = pair
-    writer = ws.SocketWriter(server)
+    writer = ws.SocketWriter(server, send_timeout=10)
     threading.Timer(0.1, client.sendall, args=(b"hello",)).start()
     assert writer.recv(100) == b"hello"
 
@@ -94,7 +93,7 @@ def test_a_subscription_holds_events_until_the_resume_is_sent_then_skips_what_it
     subscription = ws.Subscription(lambda message: True)
     subscription.deliver([(5, b"[5]"), (6, b"[6]")])
     subscription.deliver([(7, b"[7]")])
-    writer = ws.SocketWriter(server)
+    writer = ws.SocketWriter(server, send_timeout=10)
     writer.send(b"[resume 1-6]")  # what the resume sent, through the same writer
     subscription.go_live(writer, floor=6)
     subscription.deliver([(6, b"[6]"), (8, b"[8]"), (0, b"[health]")])
@@ -111,12 +110,11 @@ def test_held_events_beyond_the_bound_mark_the_subscription_overflowed(monkeypat
     assert subscription.overflowed
 
 
-def test_an_idle_connection_is_not_stalled(pair, monkeypatch):
+def test_an_idle_connection_is_not_stalled(pair):
     """Only time with bytes waiting counts: a quiet connection that then sends is fine,
     even seen mid-send from another thread."""
-    monkeypatch.setattr(ws, "SEND_TIMEOUT_SECONDS", 0.1)
     server, _client = pair
-    writer = ws.SocketWriter(server)
+    writer = ws.SocketWriter(server, send_timeout=0.1)
     time.sleep(0.2)
     with writer.lock:  # a send in progress: its bytes are appended, not yet written
         writer.pending.append(b"frame")
@@ -150,7 +148,7 @@ def drain_client(writer, client, until: bytes) -> bytes:
 
 def test_a_ping_goes_ahead_of_a_backlog_but_never_cuts_a_frame(pair):
     server, client = pair
-    writer = ws.SocketWriter(server)
+    writer = ws.SocketWriter(server, send_timeout=10)
     frames = [frame(n) for n in range(40)]
     for data in frames:
         writer.send(data, event=True)
@@ -166,7 +164,7 @@ def test_a_ping_goes_ahead_of_a_backlog_but_never_cuts_a_frame(pair):
 
 def test_a_close_drops_what_waits_and_ends_the_writes(pair):
     server, client = pair
-    writer = ws.SocketWriter(server)
+    writer = ws.SocketWriter(server, send_timeout=10)
     frames = [frame(n) for n in range(40)]
     for data in frames:
         writer.send(data, event=True)
@@ -186,7 +184,7 @@ def test_a_close_drops_what_waits_and_ends_the_writes(pair):
 
 def test_recv_gives_up_when_the_socket_is_closed_under_it(pair):
     server, _client = pair
-    writer = ws.SocketWriter(server)
+    writer = ws.SocketWriter(server, send_timeout=10)
     outcome: list[BaseException] = []
 
     def read() -> None:

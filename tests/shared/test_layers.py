@@ -78,3 +78,31 @@ def test_the_domain_package_imports_no_framework_and_no_client():
         if module.split(".")[0] in forbidden
     ]
     assert offending == []
+
+
+def test_the_server_reads_its_environment_only_through_settings():
+    """Every variable is a field of shared.config.Settings (validated at start, documented
+    once); PROMETHEUS_MULTIPROC_DIR is the processes' own plumbing (shared/metrics_dir.py)."""
+    allowed = {ROOT / "shared" / "config.py", ROOT / "shared" / "metrics_dir.py"}
+    sources = [ROOT / "gunicorn.conf.py"] + [
+        path
+        for package in ("shared", "orchestrator_api", "orchestrator_worker")
+        for path in (ROOT / package).rglob("*.py")
+    ]
+    readers = [
+        str(path.relative_to(ROOT))
+        for path in sources
+        if path not in allowed
+        and ("os.environ.get(" in path.read_text() or "getenv(" in path.read_text())
+    ]
+    assert readers == []
+
+
+def test_a_service_without_settings_fails_loudly():
+    import pytest
+    from sqlalchemy.orm import Session
+
+    from shared.services.common import settings_of
+
+    with pytest.raises(RuntimeError, match="no settings"):
+        settings_of(Session())
