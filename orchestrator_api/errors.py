@@ -70,12 +70,19 @@ def request_id() -> str:
 
 
 def error_response(
-    status: int, code: str, message: str, details: dict | None = None, headers=None
+    status: int,
+    code: str,
+    message: str,
+    details: dict | None = None,
+    headers=None,
+    *,
+    beside: dict | None = None,
 ) -> Response:
+    """The contract's error body; `beside`: fields next to `error` (as /ready's checks)."""
     body: dict = {"code": code, "message": message, "request_id": request_id()}
     if details:
         body["details"] = details
-    response = jsonify({"error": body})
+    response = jsonify({**(beside or {}), "error": body})
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value

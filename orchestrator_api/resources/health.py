@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, jsonify, send_from_directory
 from sqlalchemy import text
 from swagger_ui_bundle import swagger_ui_path
 
-from orchestrator_api.errors import request_id
+from orchestrator_api.errors import error_response
 from shared import __version__
 
 blp = Blueprint("health", __name__)
@@ -37,18 +37,12 @@ def ready():
     failed = [name for name, state in checks.items() if state != "ok"]
     if not failed:
         return jsonify({"status": "ok", "version": __version__, "checks": checks})
-    body = {
-        "status": "unavailable",
-        "checks": checks,
-        "error": {
-            "code": "SERVICE_UNAVAILABLE",
-            "message": f"Not ready: {', '.join(failed)} unavailable",
-            "request_id": request_id(),
-        },
-    }
-    response = jsonify(body)
-    response.status_code = 503
-    return response
+    return error_response(
+        503,
+        "SERVICE_UNAVAILABLE",
+        f"Not ready: {', '.join(failed)} unavailable",
+        beside={"status": "unavailable", "checks": checks},
+    )
 
 
 @blp.get("/docs/assets/<path:filename>")
