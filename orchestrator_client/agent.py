@@ -196,13 +196,16 @@ class ReferenceAgent:
         # on_connect (above) polls at once: the stream carries only what comes after it
         try:
             for event in self._stream:
-                payload = event.get("payload") or {}
-                if event.get("type") == "task.assigned" and payload.get("agent_id") == self.id:
-                    self._offer(payload["task_id"], "websocket")
+                self._on_event(event)
         except OrchestratorError as exc:
             if not self.stopped.is_set():
                 self.echo(f"{self.name}: event stream refused ({exc}); polling only")
                 self._stream = None
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        payload = event.get("payload") or {}
+        if event.get("type") == "task.assigned" and payload.get("agent_id") == self.id:
+            self._offer(payload["task_id"], "websocket")
 
     def _poll(self) -> None:
         self._poll_now.set()  # once at start
@@ -214,13 +217,18 @@ class ReferenceAgent:
                 return
             self.polls += 1
             try:
-                for task in self.api.agent_tasks(self.id):
+                held = self.api.agent_tasks(self.id)
+                for task in held:
                     if task["status"] == "ASSIGNED":
                         self._offer(task["id"], "poll")
+                self._polled(held)
             except AgentNotFound:
                 self.stopped.set()
             except OrchestratorError as exc:
                 log.warning("%s: polling failed: %s", self.name, exc)
+
+    def _polled(self, held: list[dict[str, Any]]) -> None:
+        """What the agent holds, as just polled (a hook for subclasses)."""
 
     def _offer(self, task_id: str, source: str) -> None:
         with self._lock:

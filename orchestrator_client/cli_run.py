@@ -11,6 +11,7 @@ import click
 from orchestrator_client.agent import ReferenceAgent
 from orchestrator_client.cli_common import api_errors, echo_line, make_client, upper
 from orchestrator_client.demo import DemoFailed, run_demo
+from orchestrator_client.runner import CommandRunner
 
 
 def _interrupt_on_signals() -> None:
@@ -24,6 +25,36 @@ def _interrupt_on_signals() -> None:
         # ValueError: not the main thread (embedded use)
         with contextlib.suppress(AttributeError, ValueError):
             signal.signal(getattr(signal, name), handler)
+
+
+def _drain_on_signals(runner: CommandRunner) -> None:
+    """SIGTERM and a first Ctrl-C drain the runner; SIGQUIT and a second Ctrl-C abort."""
+
+    def interrupt(_signum, _frame):
+        if runner.draining.is_set():
+            runner.abort()
+        else:
+            runner.echo(f"{runner.name}: finishing running tasks (Ctrl-C again to stop them)")
+            runner.drain()
+
+    handlers = {
+        "SIGINT": interrupt,
+        "SIGTERM": lambda *_: runner.drain(),
+        "SIGQUIT": lambda *_: runner.abort(),
+    }
+    for name, handler in handlers.items():
+        with contextlib.suppress(AttributeError, ValueError):
+            signal.signal(getattr(signal, name), handler)
+
+
+def _exit_codes(value: str | None) -> frozenset[int]:
+    try:
+        codes = frozenset(int(code) for code in (value or "").split(",") if code.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: comma-separated integers") from None
+    if any(not 1 <= code <= 255 for code in codes):
+        raise click.BadParameter(f"{value!r}: exit codes are 1 to 255")
+    return codes
 
 
 @click.group("agent")
@@ -69,6 +100,40 @@ def agent() -> None:
     help="The pool to join (default: `default`): the agent takes only its sessions' tasks.",
 )
 @click.option("--websocket/--no-websocket", default=True, help="Hear of tasks on the stream.")
+@click.option(
+    "--exec",
+    "command",
+    metavar="CMD",
+    help="Run CMD through the shell for each task (else the work is simulated).",
+)
+@click.option(
+    "--workdir",
+    metavar="TEMPLATE",
+    help="Each task's working directory, e.g. /srv/work/{task_id}-{attempt} (fields "
+    "task_id, session_id, attempt, agent); default: a new temporary directory.",
+)
+@click.option("--keep-workdir", is_flag=True, help="Keep the working directories the runner made.")
+@click.option(
+    "--grace-seconds",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Between SIGTERM and SIGKILL when a task's command must end.",
+)
+@click.option(
+    "--permanent-exit-codes",
+    default="126,127",
+    show_default=True,
+    callback=lambda _ctx, _param, value: _exit_codes(value),
+    help="Exit codes that fail a task for good (others are retryable).",
+)
+@click.option(
+    "--drain-seconds",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="After SIGTERM or a first Ctrl-C: how long running commands may go on.",
+)
 @api_errors
 def agent_run(
     name,
@@ -82,18 +147,20 @@ def agent_run(
     stop_after,
     websocket,
     pool,
+    command,
+    workdir,
+    keep_workdir,
+    grace_seconds,
+    permanent_exit_codes,
+    drain_seconds,
 ) -> None:
     """Register an agent and work on the tasks it is given, until Ctrl-C (which
-    deregisters it)."""
-    _interrupt_on_signals()
-    worker = ReferenceAgent(
-        make_client(),
-        name,
-        capabilities.split(","),
+    deregisters it). With --exec, run a command for each task (docs: README, "Real
+    agents"): SIGTERM or a first Ctrl-C lets running commands finish, SIGQUIT or a second
+    Ctrl-C ends them and hands their tasks back."""
+    options = dict(
         agent_type=type_,
         max_tasks=max_tasks,
-        work_seconds=work_seconds,
-        fail_rate=fail_rate,
         heartbeat_seconds=heartbeat_seconds,
         poll_seconds=poll_seconds,
         stop_after=stop_after,
@@ -101,6 +168,33 @@ def agent_run(
         echo=echo_line,
         pool=pool,
     )
+    if command:
+        try:
+            worker = CommandRunner(
+                make_client(),
+                name,
+                capabilities.split(","),
+                command=command,
+                workdir=workdir,
+                keep_workdir=keep_workdir,
+                grace_seconds=grace_seconds,
+                permanent_exit_codes=permanent_exit_codes,
+                drain_seconds=drain_seconds,
+                **options,
+            )
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--workdir") from None
+        _drain_on_signals(worker)
+    else:
+        _interrupt_on_signals()
+        worker = ReferenceAgent(
+            make_client(),
+            name,
+            capabilities.split(","),
+            work_seconds=work_seconds,
+            fail_rate=fail_rate,
+            **options,
+        )
     worker.run()
     echo_line(f"{name}: {len(worker.completed)} completed, {len(worker.failed)} failed")
 
