@@ -1,8 +1,8 @@
 """The Procfile's processes, started as subprocesses of a benchmark and always stopped.
 
-Each process runs its Procfile command line in a process group of its own (so stopping it
-stops its children too: gunicorn workers, Celery's prefork pool), on the benchmark's
-database and Redis db index, with its output in a temporary file shown if it dies.
+They start as the tests' do (tests/support/processes.py: each in a process group of its
+own, its output in a temporary file shown if it dies), on the benchmark's database and
+Redis db index.
 """
 
 from __future__ import annotations
@@ -10,11 +10,7 @@ from __future__ import annotations
 import os
 import re
 import runpy
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,8 +23,8 @@ from celery import Celery
 
 from bench.common import ROOT
 from shared.config import Settings
+from tests.support.processes import free_port, output, start, stop
 
-BIN = Path(sys.executable).parent
 # The limiter still counts every request, but never refuses one.
 UNLIMITED_RATE = "1000000/second"
 
@@ -45,50 +41,12 @@ def procfile_process(
     name: str, settings: Settings, *, extra_args: str = "", **env: str
 ) -> Iterator[subprocess.Popen]:
     """The Procfile's `name` line (plus `extra_args`), stopped when the block ends."""
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "LOG_LEVEL": "WARNING",
-        "ORCHESTRATOR_ENV": "development",  # no tokens needed
-        "RATE_LIMIT": UNLIMITED_RATE,
-        **env,
-    }
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            ["bash", "-c", f"exec {procfile_command(name)} {extra_args}"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        process.log = log
-        try:
-            yield process
-        finally:
-            stop(process)
-
-
-def procfile_command(name: str) -> str:
-    procfile = (ROOT / "Procfile").read_text()
-    return re.search(rf"^{name}:(.*)$", procfile, re.MULTILINE).group(1).strip()
-
-
-def output(process: subprocess.Popen) -> str:
-    process.log.seek(0)
-    return process.log.read().decode(errors="replace")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    env = {"ORCHESTRATOR_ENV": "development", "RATE_LIMIT": UNLIMITED_RATE, **env}  # no tokens
+    process = start(name, settings, extra_args=extra_args, **env)
+    try:
+        yield process
+    finally:
+        stop(process, timeout=30)
 
 
 @contextmanager
@@ -131,12 +89,6 @@ def gunicorn_setting(env: dict[str, str]) -> str:
     with mock.patch.dict(os.environ, env, clear=True):
         config = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
     return f"{config['workers']}x{config['threads']}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until_ready(server: Server, timeout: float = 60) -> None:

@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from shared import tokens
-from tests.conftest import ROOT
-from tests.test_processes import BIN, free_port, procfile, start, stop, wait_for_http
+from tests.support import ROOT
+from tests.support.processes import BIN, free_port, procfile, start, stop, wait_for_http
 
 KEY = "k" * 48
 PRODUCTION = {"ORCHESTRATOR_ENV": "production", "API_SECRET_KEY": KEY}

@@ -16,9 +16,9 @@ from sqlalchemy import create_engine, text
 
 from orchestrator_client import OrchestratorClient
 from orchestrator_client.agent import ReferenceAgent
-from tests.conftest import empty_tables, wait_for
-from tests.test_processes import running_web, start, stop
-from tests.worker.test_faults import PrivateRedis, kill_group
+from tests.support.database import empty_tables
+from tests.support.processes import PrivateRedis, kill_group, running_web, start, stop
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.shared_data
 

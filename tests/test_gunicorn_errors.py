@@ -13,8 +13,7 @@ import pytest
 import requests
 
 from orchestrator_api.request_body import MAX_BODY_BYTES
-from tests.conftest import empty_tables
-from tests.test_processes import running_web
+from tests.support.live_server import live_server_fixture
 
 pytestmark = pytest.mark.shared_data
 
@@ -23,12 +22,7 @@ LIMIT_REQUEST_FIELD_SIZE = 8190
 LIMIT_REQUEST_FIELDS = 100
 
 
-@pytest.fixture(scope="module")
-def web(settings, database):
-    empty_tables(database)
-    with running_web(settings) as base:
-        yield base
-    empty_tables(database)
+web = live_server_fixture(worker=False)
 
 
 def assert_json_error(response, status: int, code: str) -> dict:

@@ -9,8 +9,8 @@ import tempfile
 import time
 
 from shared.logs import ROUTINE_JOBS
-from tests.conftest import wait_for
-from tests.test_processes import output, start, stop
+from tests.support.processes import output, start, stop
+from tests.support.waiting import wait_for
 
 
 def _lines(process) -> list[dict]:

@@ -11,7 +11,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from shared.announce import wait_and_print
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 
 def _dry_run(target: str, tmp_path) -> str:

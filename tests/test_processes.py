@@ -3,102 +3,27 @@ file describes the same stack."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-import signal
-import socket
 import subprocess
-import tempfile
 import time
 
 import pytest
 import requests
 import yaml
 
-from tests.conftest import ROOT
+from tests.support import ROOT
 
-BIN = os.path.join(ROOT, ".venv", "bin")
-
-
-def procfile() -> dict[str, str]:
-    with open(os.path.join(ROOT, "Procfile")) as handle:
-        return dict(
-            line.split(":", 1) for line in handle.read().splitlines() if re.match(r"^\w+:", line)
-        )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(name: str, settings, **extra_env) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "LOG_LEVEL": "WARNING",
-        "RATE_LIMIT": settings.rate_limit,
-        **extra_env,
-    }
-    # Output goes to a file: an unread pipe would fill up and block the process.
-    log = tempfile.NamedTemporaryFile(  # noqa: SIM115  (the process writes it until stop())
-        prefix=f"orchestrator-{name}-", suffix=".log", delete=False
-    )
-    process = subprocess.Popen(
-        ["bash", "-c", "exec " + procfile()[name].strip()],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    process.log_path = log.name
-    return process
-
-
-def output(process: subprocess.Popen) -> str:
-    with open(process.log_path, errors="replace") as handle:
-        return handle.read()
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    with contextlib.suppress(OSError):
-        os.unlink(process.log_path)
-
-
-def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 30) -> requests.Response:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, output(process)
-        try:
-            return requests.get(url, timeout=5)
-        except (requests.ConnectionError, requests.Timeout):
-            time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer")
-
-
-@contextlib.contextmanager
-def running_web(settings, **extra_env):
-    """The Procfile's `web` on a free port, ready; yields its base URL."""
-    port = free_port()
-    web = start("web", settings, PORT=str(port), **extra_env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{base}/ready", web)
-        yield base
-    finally:
-        stop(web)
+# Re-exported until the modules importing them from here move to tests.support.
+from tests.support.processes import (
+    BIN,
+    free_port,
+    output,
+    procfile,
+    running_web,  # noqa: F401, I001
+    start,
+    stop,
+    wait_for_http,
+)
 
 
 def test_procfile_has_every_process():

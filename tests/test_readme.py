@@ -9,8 +9,9 @@ import subprocess
 
 import pytest
 
-from tests.client.test_client import serve
-from tests.conftest import ROOT, empty_tables
+from tests.support import ROOT
+from tests.support.database import empty_tables
+from tests.support.processes import running_web
 
 pytestmark = pytest.mark.shared_data
 
@@ -24,7 +25,7 @@ def walk_through() -> str:
 
 def test_the_walk_through_runs_as_a_script(settings, database, celery_worker):
     empty_tables(database)
-    with serve(settings) as base:
+    with running_web(settings, WEB_THREADS="32") as base:
         for _ in range(2):  # pasted twice: nothing in it collides with the first run
             finished = subprocess.run(
                 ["bash", "-euo", "pipefail", "-c", walk_through()],

@@ -7,7 +7,8 @@ import sys
 
 import redis as redis_lib
 
-from tests.conftest import CLAIM_KEY, ROOT, claim_redis_db
+from tests.support import ROOT
+from tests.support.redis_claim import CLAIM_KEY, claim_redis_db
 
 FOREIGN_KEYS = {"celery": "list", "orchestrator:events": "stream", "LIMITS:x": "string"}
 

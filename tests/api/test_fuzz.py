@@ -26,8 +26,7 @@ from schemathesis.checks import CHECKS as CHECK_REGISTRY
 from schemathesis.checks import load_all_checks
 
 from orchestrator_api.request_body import BODY_METHODS, MAX_JSON_DEPTH
-from tests.conftest import empty_tables
-from tests.test_processes import running_web
+from tests.support.live_server import live_server_fixture
 
 pytestmark = pytest.mark.shared_data
 
@@ -62,12 +61,7 @@ FAILED: Counter = Counter()  # (operation label, kind of input) -> failed runs
 STATUSES: Counter = Counter()  # status code -> responses
 
 
-@pytest.fixture(scope="module")
-def web(settings, database):
-    empty_tables(database)
-    with running_web(settings) as base:
-        yield base
-    empty_tables(database)
+web = live_server_fixture(worker=False)
 
 
 @pytest.fixture(scope="module")

@@ -11,24 +11,15 @@ import uuid
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 from simple_websocket import Client
 
 from shared import metrics_dir
 from tests.api.helpers import act, make_session, make_task, register, start_session
-from tests.conftest import wait_for
-from tests.test_processes import free_port, start, stop, wait_for_http
+from tests.support.metrics import parse
+from tests.support.processes import free_port, start, stop, wait_for_http
+from tests.support.waiting import wait_for
 
 SESSIONS_OK = ("orchestrator_http_requests_total", "GET", "/api/v1/sessions", "200")
-
-
-def parse(text: str) -> dict[tuple, float]:
-    """{(sample name, *label values in the order written): value}"""
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, *sample.labels.values())] = sample.value
-    return samples
 
 
 def scrape(client) -> dict[tuple, float]:

@@ -13,7 +13,7 @@ import pytest
 from shared import tokens
 from shared.config import DEVELOPMENT_SECRET_KEY
 from tests.api.helpers import assert_error
-from tests.test_processes import free_port
+from tests.support.processes import free_port
 
 LIMIT = 5
 

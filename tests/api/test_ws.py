@@ -3,7 +3,6 @@ real Celery worker doing the assignments (CONTRACT section 9)."""
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 import uuid
@@ -13,42 +12,18 @@ import requests
 from simple_websocket import Client, ConnectionClosed
 from sqlalchemy import text
 
-from tests.conftest import empty_tables, wait_for
-from tests.test_processes import running_web
-
-
-class Stream:
-    """A WebSocket client that collects what it receives."""
-
-    def __init__(self, base: str, path: str):
-        self.client = Client.connect(base.replace("http", "ws") + path)
-        self.messages: list[dict] = []
-
-    def receive_until(self, predicate, timeout: float = 10.0) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while not predicate(self.messages):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"not received in {timeout}s; got {self.types()}")
-            raw = self.client.receive(timeout=min(remaining, 0.5))
-            if raw is not None:
-                self.messages.append(json.loads(raw))
-        return self.messages
-
-    def wait_types(self, *types: str, timeout: float = 10.0) -> list[dict]:
-        wanted = list(types)
-        self.receive_until(lambda ms: all(t in [m["type"] for m in ms] for t in wanted), timeout)
-        return self.messages
-
-    def types(self) -> list[str]:
-        return [m["type"] for m in self.messages]
-
-    def ids(self) -> list[int]:
-        return [int(m["id"]) for m in self.messages if m["type"] not in ("error", "pong")]
-
-    def close(self):
-        self.client.close()
-
+from tests.support.live_server import live_server_fixture
+from tests.support.processes import (
+    PrivateRedis,
+    free_port,
+    kill_group,
+    running_web,
+    start,
+    stop,
+    wait_for_http,
+)
+from tests.support.streams import Stream
+from tests.support.waiting import wait_for
 
 # A live server runs through the module: its tables are not emptied between tests (event
 # ids only grow; truncating the outbox under a running relay would reset them).
@@ -64,20 +39,15 @@ def assert_contract_format(message: dict) -> None:
 PING_INTERVAL_SECONDS = 3
 
 
-@pytest.fixture(scope="module")
-def live(settings, database, celery_worker):
-    empty_tables(database)  # once, before the server starts
-    with running_web(
-        settings,
-        SYSTEM_EVENT_INTERVAL_SECONDS="1",
-        WEB_THREADS="32",
-        WS_SEND_TIMEOUT_SECONDS="2",
-        # pings often enough to test, not so often that a client busy with a burst of
-        # thousands of events on a loaded machine misses its pong deadline
-        WS_PING_INTERVAL_SECONDS=str(PING_INTERVAL_SECONDS),
-        WS_MAX_CONNECTIONS_PER_CLIENT="100",
-    ) as base:
-        yield base
+live = live_server_fixture(
+    SYSTEM_EVENT_INTERVAL_SECONDS="1",
+    WEB_THREADS="32",
+    WS_SEND_TIMEOUT_SECONDS="2",
+    # pings often enough to test, not so often that a client busy with a burst of
+    # thousands of events on a loaded machine misses its pong deadline
+    WS_PING_INTERVAL_SECONDS=str(PING_INTERVAL_SECONDS),
+    WS_MAX_CONNECTIONS_PER_CLIENT="100",
+)
 
 
 def post(base, path, body=None):
@@ -387,8 +357,6 @@ def test_a_slow_client_is_cut_off_without_slowing_others(live, database):
 def test_events_survive_a_redis_outage(settings, celery_worker):
     """Publish fails while Redis is down; the events still arrive, and after Redis is back
     the stream carries on, with nothing missed or repeated."""
-    from tests.worker.test_faults import PrivateRedis
-
     server = PrivateRedis()
     server.start()
     try:
@@ -422,8 +390,6 @@ def test_sigterm_closes_sockets_with_going_away(settings):
 
     from simple_websocket import ConnectionClosed
 
-    from tests.test_processes import free_port, start, stop, wait_for_http
-
     port = free_port()
     web = start("web", settings, PORT=str(port))
     try:
@@ -444,9 +410,6 @@ def test_sigterm_closes_sockets_with_going_away(settings):
 def test_a_killed_web_process_loses_its_clients_nothing(live, settings):
     """SIGKILL a web process under its clients: they reconnect to another process with
     their last id and get exactly what happened meanwhile, in order, once."""
-    from tests.test_processes import free_port, start, stop, wait_for_http
-    from tests.worker.test_faults import kill_group
-
     port = free_port()
     doomed = start("web", settings, PORT=str(port), WEB_THREADS="8")
     try:

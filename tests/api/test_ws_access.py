@@ -13,24 +13,20 @@ import requests
 from simple_websocket import Client
 
 from shared import tokens
-from tests.conftest import empty_tables, wait_for
-from tests.test_processes import running_web
+from tests.support.live_server import live_server_fixture
+from tests.support.waiting import wait_for
 
 KEY = "w" * 40
 pytestmark = pytest.mark.shared_data
 
 
-@pytest.fixture(scope="module")
-def prod(settings, database):
-    empty_tables(database)
-    with running_web(
-        settings,
-        ORCHESTRATOR_ENV="production",
-        API_SECRET_KEY=KEY,
-        WS_MAX_CONNECTIONS_PER_CLIENT="5",
-        WEB_THREADS="32",
-    ) as base:
-        yield base
+prod = live_server_fixture(
+    worker=False,
+    ORCHESTRATOR_ENV="production",
+    API_SECRET_KEY=KEY,
+    WS_MAX_CONNECTIONS_PER_CLIENT="5",
+    WEB_THREADS="32",
+)
 
 
 def token(role="admin", sub=None, agent_id=None, key=KEY):

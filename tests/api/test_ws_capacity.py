@@ -18,8 +18,9 @@ import requests
 from sqlalchemy import text
 
 from shared import tokens
-from tests.conftest import empty_tables, wait_for
-from tests.test_processes import free_port, output, start, stop, wait_for_http
+from tests.support.database import empty_tables
+from tests.support.processes import PrivateRedis, free_port, output, start, stop, wait_for_http
+from tests.support.waiting import wait_for
 
 KEY = "c" * 48
 pytestmark = pytest.mark.shared_data
@@ -220,8 +221,6 @@ def test_the_per_client_cap_holds_while_redis_is_down(settings, database):
     """Redis down: each process still bounds a client's sockets (before: no bound at all);
     once Redis is back, the sockets opened meanwhile take their leases, so they count
     across processes again."""
-    from tests.worker.test_faults import PrivateRedis
-
     empty_tables(database)
     server = PrivateRedis()
     server.start()

@@ -13,8 +13,9 @@ import requests
 from simple_websocket import Client
 from sqlalchemy import text
 
-from tests.conftest import empty_tables, wait_for
-from tests.test_processes import free_port, output, start, stop, wait_for_http
+from tests.support.database import empty_tables
+from tests.support.processes import free_port, output, start, stop, wait_for_http
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.shared_data
 

@@ -11,22 +11,17 @@ import pytest
 from playwright.sync_api import expect
 
 from shared import tokens
-from tests.browser.conftest import WEB_ENV, Api
-from tests.conftest import empty_tables
-from tests.test_processes import running_web
+from tests.support.browser import WEB_ENV, Api
+from tests.support.live_server import live_server_fixture
 
 KEY = "d" * 48
 FLOWER_URL = "https://ops.example.com/flower/"  # Flower behind a proxy
 pytestmark = pytest.mark.shared_data
 
 
-@pytest.fixture(scope="module")
-def production(settings, database, celery_worker):
-    empty_tables(database)
-    env = {**WEB_ENV, "ORCHESTRATOR_ENV": "production", "API_SECRET_KEY": KEY}
-    env["FLOWER_URL"] = FLOWER_URL
-    with running_web(settings, **env) as base:
-        yield base
+production = live_server_fixture(
+    **WEB_ENV, ORCHESTRATOR_ENV="production", API_SECRET_KEY=KEY, FLOWER_URL=FLOWER_URL
+)
 
 
 def token(role: str = "operator", **claims) -> str:

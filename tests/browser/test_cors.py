@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from shared import tokens
-from tests.test_processes import free_port, running_web
+from tests.support.processes import free_port, running_web
 
 PRODUCTION_KEY = "cors-tests-" + "k" * 40
 PAGE = "<!doctype html><title>another team's dashboard</title>"

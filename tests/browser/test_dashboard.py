@@ -12,10 +12,9 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from tests.browser.conftest import open_dashboard
-from tests.conftest import wait_for
+from tests.support.browser import open_dashboard
+from tests.support.waiting import wait_for
 
-# One server through the module: its tables are not emptied between tests.
 pytestmark = pytest.mark.shared_data
 
 

@@ -23,28 +23,21 @@ from playwright.sync_api import expect
 from simple_websocket import Client
 
 from shared import tokens
-from tests.browser.conftest import Api
-from tests.conftest import empty_tables
+from tests.support.browser import Api
+from tests.support.live_server import live_server_fixture
 
 KEY = "l" * 48
 TOKEN_KEY = "orchestrator.dashboard.token"
 pytestmark = pytest.mark.shared_data
 
 
-@pytest.fixture(scope="module")
-def defaults(settings, database, celery_worker):
-    """A production server on the default limits (the suite's own servers have none)."""
-    from tests.test_processes import running_web
-
-    empty_tables(database)
-    env = {
-        "ORCHESTRATOR_ENV": "production",
-        "API_SECRET_KEY": KEY,
-        "RATE_LIMIT": "60/minute",
-        "WS_MAX_CONNECTIONS_PER_CLIENT": "5",
-    }
-    with running_web(settings, **env) as base:
-        yield base
+# A production server on the default limits (the suite's own servers have none).
+defaults = live_server_fixture(
+    ORCHESTRATOR_ENV="production",
+    API_SECRET_KEY=KEY,
+    RATE_LIMIT="60/minute",
+    WS_MAX_CONNECTIONS_PER_CLIENT="5",
+)
 
 
 def token(sub: str, role: str = "operator") -> str:

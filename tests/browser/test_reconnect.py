@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import WEB_ENV, Api, open_dashboard
-from tests.conftest import wait_for
-from tests.test_processes import free_port, start, stop, wait_for_http
+from tests.support.browser import WEB_ENV, Api, open_dashboard
+from tests.support.processes import free_port, start, stop, wait_for_http
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.shared_data
 

@@ -13,8 +13,9 @@ import os
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import Api, open_dashboard
-from tests.conftest import ROOT, wait_for
+from tests.support import ROOT
+from tests.support.browser import Api, open_dashboard
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.shared_data
 

@@ -14,8 +14,8 @@ from playwright.sync_api import expect
 from sqlalchemy import text
 
 from shared.services import sweeps
-from tests.browser.conftest import open_dashboard
-from tests.conftest import wait_for
+from tests.support.browser import open_dashboard
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.shared_data
 

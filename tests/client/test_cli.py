@@ -18,18 +18,15 @@ from orchestrator_client import OrchestratorClient
 from orchestrator_client.demo import capability_plan
 from orchestrator_cli.main import main
 from shared.templates import TEMPLATES
-from tests.client.test_client import serve, tidy
-from tests.conftest import ROOT, empty_tables, wait_for
-from tests.test_processes import BIN, free_port
+from tests.support import ROOT
+from tests.support.client import tidy
+from tests.support.live_server import live_server_fixture
+from tests.support.processes import BIN, free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.shared_data
 
-
-@pytest.fixture(scope="module")
-def live(settings, database, celery_worker):
-    empty_tables(database)  # once, before the server starts
-    with serve(settings) as base:
-        yield base
+live = live_server_fixture(WEB_THREADS="32")
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from orchestrator_cli.main import main
-from tests.client.test_client import PRODUCTION_KEY, error_body, scripted, serve
+from tests.support.client import PRODUCTION_KEY, error_body, scripted
+from tests.support.processes import running_web
 
 
 def test_a_wait_on_the_rate_limit_is_said_plainly():
@@ -20,7 +21,8 @@ def test_a_wait_on_the_rate_limit_is_said_plainly():
 
 
 def test_status_without_a_token_in_production_says_how_to_pass_one(settings):
-    with serve(settings, ORCHESTRATOR_ENV="production", API_SECRET_KEY=PRODUCTION_KEY) as base:
+    production = {"ORCHESTRATOR_ENV": "production", "API_SECRET_KEY": PRODUCTION_KEY}
+    with running_web(settings, **production) as base:
         result = CliRunner().invoke(main, ["--url", base, "status"], env={"ORCHESTRATOR_TOKEN": ""})
     assert result.exit_code == 1
     assert "UNAUTHORIZED" in result.stderr or "401" in result.stderr, result.stderr

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -41,54 +39,15 @@ from orchestrator_client import (
 )
 from orchestrator_client.agent import ReferenceAgent
 from shared import tokens
-from tests.conftest import empty_tables, wait_for
-from tests.test_processes import free_port, start, stop, wait_for_http
+from tests.support.client import PRODUCTION_KEY, error_body, scripted, tidy
+from tests.support.live_server import live_server_fixture
+from tests.support.processes import PrivateRedis, free_port, running_web, start, stop, wait_for_http
+from tests.support.waiting import wait_for
 
-# A live server runs through the module (as in tests/api/test_ws.py); each test leaves no
 # unfinished session and no agent behind (`api` fixture).
 pytestmark = pytest.mark.shared_data
 
-PRODUCTION_KEY = "client-tests-" + "k" * 40
-
-
-@contextlib.contextmanager
-def serve(settings, port: int | None = None, **env) -> Iterator[str]:
-    """The Procfile's `web` process on a port of its own; yields its base URL."""
-    port = port or free_port()
-    web = start("web", settings, PORT=str(port), WEB_THREADS="32", **env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{base}/ready", web)
-        yield base
-    finally:
-        stop(web)
-
-
-@pytest.fixture(scope="module")
-def live(settings, database, celery_worker):
-    empty_tables(database)  # once, before the server starts
-    with serve(settings) as base:
-        yield base
-
-
-def tidy(client: OrchestratorClient) -> None:
-    """Cancel every unfinished session and deregister every agent."""
-    for _ in range(20):
-        unfinished = [
-            s
-            for status in ("PENDING", "RUNNING", "PAUSED")
-            for s in client.list_sessions(status=status, page_size=100)["items"]
-        ]
-        agents = client.list_agents(page_size=100)["items"]
-        if not unfinished and not agents:
-            return
-        for work_session in unfinished:
-            with contextlib.suppress(InvalidTransition):
-                client.cancel_session(work_session["id"])
-        for agent in agents:
-            with contextlib.suppress(AgentNotFound):
-                client.deregister_agent(agent["id"])
-    raise AssertionError("sessions or agents left over")
+live = live_server_fixture(WEB_THREADS="32")
 
 
 @pytest.fixture
@@ -268,66 +227,6 @@ def test_tokens_are_sent_and_their_refusals_mapped(live, settings):
         viewer.create_session("not allowed")
 
 
-class Scripted(http.server.ThreadingHTTPServer):
-    """An HTTP server answering from a script (the last answer repeats), recording each
-    request: (method, path, headers)."""
-
-    daemon_threads = True
-
-    def __init__(self, script: list[dict]):
-        self.script = list(script)
-        self.requests: list[tuple[str, str, dict]] = []
-        super().__init__(("127.0.0.1", 0), ScriptedHandler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def next_answer(self) -> dict:
-        return self.script.pop(0) if len(self.script) > 1 else self.script[0]
-
-    def handle_error(self, request, client_address):
-        pass  # a client that timed out and left
-
-
-class ScriptedHandler(http.server.BaseHTTPRequestHandler):
-    def _answer(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
-        self.server.requests.append((self.command, self.path, dict(self.headers)))
-        answer = self.server.next_answer()
-        time.sleep(answer.get("delay", 0))
-        body = answer.get("body", {})
-        raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        self.send_response(answer["status"])
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        for name, value in answer.get("headers", {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(raw)
-
-    do_GET = do_POST = do_DELETE = _answer
-
-    def log_message(self, *_args):
-        pass
-
-
-@contextlib.contextmanager
-def scripted(*answers: dict) -> Iterator[Scripted]:
-    server = Scripted(list(answers))
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def error_body(code: str, message: str = "nope") -> dict:
-    return {"error": {"code": code, "message": message, "request_id": "rid-1"}}
-
-
 def test_a_post_keeps_its_idempotency_key_across_retries():
     with scripted(
         {"status": 503, "body": error_body("SERVICE_UNAVAILABLE")},
@@ -499,12 +398,12 @@ def collect(stream, into: list) -> None:
 
 
 def test_a_503_from_the_real_server_is_retried(settings):
-    from tests.worker.test_faults import PrivateRedis
-
     redis_server = PrivateRedis()
     redis_server.start()
     try:
-        with serve(settings.with_overrides(redis_url=redis_server.url)) as base:
+        with running_web(
+            settings.with_overrides(redis_url=redis_server.url), WEB_THREADS="32"
+        ) as base:
             redis_server.kill()
             with pytest.raises(ServiceUnavailable) as error:
                 OrchestratorClient(base, retries=1, backoff=0.01).ready()
@@ -589,7 +488,7 @@ def test_the_agent_fails_at_its_fail_rate_and_the_task_is_retried(api, settings)
 
 def test_in_production_the_agent_acts_with_its_own_token(settings, api):
     production = {"ORCHESTRATOR_ENV": "production", "API_SECRET_KEY": PRODUCTION_KEY}
-    with serve(settings, **production) as base:
+    with running_web(settings, WEB_THREADS="32", **production) as base:
         with pytest.raises(Unauthorized):
             OrchestratorClient(base).list_sessions()
         operator = OrchestratorClient(

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 SCRIPT = """
 import os

@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
 from shared.db import Base
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 
 def test_models_and_migrations_agree(database):

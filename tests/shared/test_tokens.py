@@ -9,7 +9,7 @@ import pytest
 
 from shared import tokens
 from shared.errors import Unauthorized
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 KEY = "k" * 64
 

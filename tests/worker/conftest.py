@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import wait_for  # noqa: F401  (used by the tests here)
+from tests.support.waiting import wait_for  # noqa: F401  (re-exported until importers move)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text
 from shared.models import OutboxEvent, Task
 from shared.templates import TEMPLATES
 from tests.api.helpers import act, assert_error, make_session, make_task, register, start_session
-from tests.worker.conftest import wait_for
+from tests.support.waiting import wait_for
 
 
 def status_of(api, task_id):

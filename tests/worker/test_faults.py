@@ -4,60 +4,19 @@ prefork Celery worker and Celery beat started from the Procfile's command lines.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
 from collections import Counter
 
 import pytest
-import redis as redis_lib
 from sqlalchemy import select
 
 from shared.models import OutboxEvent, Task
 from tests.api.helpers import act, make_task, register, start_session
-from tests.test_processes import free_port, start, stop
-from tests.worker.conftest import wait_for
+from tests.support.processes import PrivateRedis, kill_group, start, stop
+from tests.support.waiting import wait_for
 
 PARENTS = 20
 PLAIN_TASKS = 150
-
-
-class PrivateRedis:
-    def __init__(self):
-        self.port = free_port()
-        self.process = None
-
-    def start(self):
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_for(self.ping, timeout=10)
-
-    def ping(self):
-        try:
-            return redis_lib.Redis(port=self.port).ping()
-        except redis_lib.ConnectionError:
-            return False
-
-    def kill(self):
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    @property
-    def url(self):
-        return f"redis://127.0.0.1:{self.port}/0"
 
 
 @pytest.fixture
@@ -67,11 +26,6 @@ def private_redis():
     yield server
     if server.process.poll() is None:
         server.kill()
-
-
-def kill_group(process):
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
 
 
 def test_killed_worker_and_restarted_redis_lose_nothing(settings, private_redis, db, tmp_path):

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from shared import jobs, logs
 from tests.api.helpers import act, make_session, make_task, register, start_session
-from tests.worker.conftest import wait_for
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from shared.models import Task, WorkSession
 from shared.services import assignment
 from tests.api.helpers import assert_error, make_task, register, start_session
-from tests.worker.conftest import wait_for
+from tests.support.waiting import wait_for
 
 
 def test_two_pools_with_the_same_capabilities_never_cross(api, db):

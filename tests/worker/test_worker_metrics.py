@@ -12,9 +12,9 @@ from sqlalchemy import text
 
 from shared import jobs
 from tests.api.helpers import register
-from tests.api.test_metrics import parse
-from tests.conftest import wait_for
-from tests.test_processes import free_port, output, start, stop
+from tests.support.metrics import parse
+from tests.support.processes import free_port, output, start, stop
+from tests.support.waiting import wait_for
 
 
 def test_worker_metrics_sum_its_pool_processes(settings, spare_redis_url, client, database):
