@@ -7,6 +7,7 @@ from shared.models.session import WorkSession
 from shared.models.task import Task, TaskDependency
 from shared.models.task_failure import AgentTaskTotals, TaskFailure
 from shared.models.task_log import TaskLogLine, TaskLogState
+from shared.models.webhook import Webhook, WebhookDelivery
 
 __all__ = [
     "Agent",
@@ -18,5 +19,7 @@ __all__ = [
     "TaskFailure",
     "TaskLogLine",
     "TaskLogState",
+    "Webhook",
+    "WebhookDelivery",
     "WorkSession",
 ]
