@@ -43,6 +43,7 @@ function add(message) {
     notify();
     return;
   }
+  if (message.type === "task.log") return; // a task's lines: its detail shows them
   const id = String(message.id);
   if (!/^\d+$/.test(id) || seen.has(id)) return;
   seen.add(id);

@@ -91,7 +91,7 @@ export class AgentsView extends LiveView {
   apply(message) {
     const p = message.payload || {};
     if (message.type.startsWith("task.")) {
-      this.applyTask(p);
+      if (message.type !== "task.log") this.applyTask(p);
       return;
     }
     const agent = this.agents.get(p.agent_id);

@@ -138,6 +138,10 @@ export class SessionView extends LiveView {
       return;
     }
     if (!message.type.startsWith("task.")) return;
+    if (message.type === "task.log") {
+      this.detail.event(message); // the open task's log; the graph does not change
+      return;
+    }
     const task = this.tasks.get(p.task_id);
     if (!task) {
       this.refreshTasks(); // a new task: its title and the rest come from the server

@@ -1,6 +1,6 @@
 /* Dashboard: one task's detail, in a dialog over its session's graph: what it asks for,
- * its times, progress, result and error, its agent, its history, and the actions its state
- * allows. Fetched once when opened (GET /api/v1/tasks/{id}); its events update it, and a
+ * its times, progress, result and error, its agent, its log (live: task_log.js), its
+ * history, and the actions its state allows. Fetched once when opened (GET /api/v1/tasks/{id}); its events update it, and a
  * background fetch (budget.js) brings the fields events do not carry.
  *
  * History: the task's retained events, read once when the dialog opens
@@ -13,6 +13,7 @@ import { coverage, onActivity, taskEvents } from "./activity.js";
 import { refresher } from "./budget.js";
 import { api, failure } from "./http.js";
 import { agentName, learnTasks, onNames } from "./names.js";
+import { TaskLog } from "./task_log.js";
 import { $, FINISHED, HELD, UNKNOWN, ago, badge, el, shortId, when } from "./util.js";
 
 const EVENT_GAP_MS = 3000;
@@ -27,6 +28,7 @@ export class TaskDetail {
     this.dialog = $("#task-dialog");
     this.refresh = refresher(() => this.fetch(), EVENT_GAP_MS);
     this.poll = null;
+    this.log = new TaskLog();
     this.dialog.addEventListener("close", () => {
       if (this.taskId) this.view.closeTask();
     });
@@ -40,6 +42,7 @@ export class TaskDetail {
     this.taskId = taskId;
     this.task = this.view.tasks.get(taskId) || null;
     this.recorded = [];
+    this.log.open(taskId);
     this.render();
     if (!this.dialog.open) this.dialog.showModal();
     this.fetch();
@@ -52,6 +55,7 @@ export class TaskDetail {
 
   close() {
     this.taskId = null;
+    this.log.close();
     this.refresh.cancel();
     clearInterval(this.poll);
     if (this.dialog.open) this.dialog.close();
@@ -90,6 +94,10 @@ export class TaskDetail {
   /** A task event of the view's session: this task's updates what it knows at once. */
   event(message) {
     const p = message.payload || {};
+    if (message.type === "task.log") {
+      this.log.event(message); // lines only: nothing else of the task changed
+      return;
+    }
     if (!this.taskId || p.task_id !== this.taskId || !this.task) return;
     const task = this.task;
     if (p.status) task.status = p.status;
@@ -154,12 +162,15 @@ export class TaskDetail {
         : null,
       task.error ? el("h3", { text: "Error" }) : null,
       task.error ? el("p", { class: "detail-error", text: task.error }) : null,
+      el("h3", { text: "Log" }),
+      ...this.log.nodes(),
       el("h3", { text: "History" }),
       el("ol", { id: "task-history", class: "history" }),
       el("p", { id: "task-history-note", class: "hint" }),
     ];
     $("#task-dialog-body").replaceChildren(...sections.filter(Boolean));
     $("#task-dialog").dataset.status = task.status;
+    this.log.placed();
     this.renderHistory();
   }
 
