@@ -195,22 +195,30 @@ class LiveAgents:
 live_agents = LiveAgents()
 
 
+def admit(principal: Principal | None, *, fresh: bool = False) -> Principal:
+    """The rule of who may call at all, for HTTP and WebSocket alike: without a token, 401
+    in production and the anonymous principal in development; an agent token whose agent
+    was deregistered, 401 (`fresh`: ask the database, not the cache)."""
+    settings = current_app.extensions["orchestrator"].settings
+    if principal is None:
+        if settings.is_production:
+            raise Unauthorized("A bearer token is required")
+        return ANONYMOUS
+    if principal.agent_id is not None and not live_agents.is_live(principal.agent_id, fresh=fresh):
+        raise Unauthorized(
+            f"Agent {principal.agent_id} no longer exists (deregistered); "
+            "register again for a new identity"
+        )
+    return principal
+
+
 def check_request() -> Response | None:
     if not is_api_path(request.path):
         return None
     try:
-        principal = request_principal()
+        principal = admit(request_principal())
     except Unauthorized as exc:
         return _unauthorized(exc.message)
-    agent_id = principal.agent_id if principal is not None else None
-    if agent_id is not None and not live_agents.is_live(agent_id):
-        return _unauthorized(
-            f"Agent {agent_id} no longer exists (deregistered); register again for a new identity"
-        )
-    if principal is None:
-        if current_app.extensions["orchestrator"].settings.is_production:
-            return _unauthorized("A bearer token is required")
-        principal = ANONYMOUS
     g.principal = principal
     if request.routing_exception is not None:
         return None  # the router answers: 404 or 405

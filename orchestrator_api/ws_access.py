@@ -140,19 +140,9 @@ def check_handshake() -> Response | None:
     ext = current_app.extensions["orchestrator"]
     try:
         token = auth.bearer_token(request.headers.get("Authorization")) or request.args.get("token")
-        principal = auth.authenticate(token) if token else None
+        principal = auth.admit(auth.authenticate(token) if token else None, fresh=True)
     except Unauthorized as exc:
         return error_response(401, "UNAUTHORIZED", exc.message)
-    if principal is None:
-        if ext.settings.is_production:
-            return error_response(401, "UNAUTHORIZED", "A bearer token is required")
-        principal = auth.ANONYMOUS
-    if principal.agent_id is not None and not auth.live_agents.is_live(
-        principal.agent_id, fresh=True
-    ):
-        return error_response(
-            401, "UNAUTHORIZED", f"Agent {principal.agent_id} no longer exists (deregistered)"
-        )
     if not _stream_allowed(principal, request.path):
         return error_response(403, "FORBIDDEN", "This token may not read this stream")
     client = auth.client_key(principal)
