@@ -25,6 +25,7 @@ from orchestrator_client.errors import (  # noqa: E402
     TaskNotFound,
     Unauthorized,
     ValidationError,
+    WebhookNotFound,
 )
 from orchestrator_client.events import EventStream  # noqa: E402
 
@@ -49,4 +50,5 @@ __all__ = [
     "TaskNotFound",
     "Unauthorized",
     "ValidationError",
+    "WebhookNotFound",
 ]

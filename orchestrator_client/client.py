@@ -253,6 +253,46 @@ class OrchestratorClient(HttpClient):
             fields["agent_id"] = str(fields["agent_id"])
         return self._post(f"/api/v1/tasks/{_seg(task_id)}/{action}", _body(**fields))
 
+    # Webhooks (docs/API.md, "Webhooks"; admin and operator tokens)
+
+    def create_webhook(
+        self,
+        url: str,
+        event_types: Iterable[str],
+        *,
+        pool: str | None = None,
+        secret: str | None = None,
+    ) -> JSON:
+        """Register a webhook. The answer's `secret` (yours, or made when None) is shown
+        this once: keep it to verify the `X-Orchestrator-Signature` of each delivery."""
+        body = _body(url=url, event_types=list(event_types), pool=pool, secret=secret)
+        return self._post("/api/v1/webhooks", body)
+
+    def list_webhooks(self, *, page: int = 1, page_size: int = 20) -> JSON:
+        return self._get("/api/v1/webhooks", page=page, page_size=page_size)
+
+    def get_webhook(self, webhook_id: Id) -> JSON:
+        return self._get(f"/api/v1/webhooks/{_seg(webhook_id)}")
+
+    def delete_webhook(self, webhook_id: Id) -> None:
+        self._request("DELETE", f"/api/v1/webhooks/{_seg(webhook_id)}")
+
+    def webhook_deliveries(
+        self, webhook_id: Id, *, status: str | None = None, page: int = 1, page_size: int = 20
+    ) -> JSON:
+        """The delivery log, newest first: each event's status, attempts, and its last
+        attempt's status_code, duration_ms and error."""
+        return self._get(
+            f"/api/v1/webhooks/{_seg(webhook_id)}/deliveries",
+            status=status,
+            page=page,
+            page_size=page_size,
+        )
+
+    def test_webhook(self, webhook_id: Id) -> JSON:
+        """Send a `webhook.test` event to this webhook (202); see `webhook_deliveries`."""
+        return self._post(f"/api/v1/webhooks/{_seg(webhook_id)}/test", {})
+
     # WebSockets (CONTRACT section 9)
 
     def events(

@@ -79,6 +79,10 @@ class TaskNotFound(NotFound):
     default_code = "TASK_NOT_FOUND"
 
 
+class WebhookNotFound(NotFound):
+    default_code = "WEBHOOK_NOT_FOUND"
+
+
 class MethodNotAllowed(OrchestratorError):
     default_code = "METHOD_NOT_ALLOWED"
 
@@ -122,6 +126,7 @@ ERRORS_BY_CODE: dict[str, type[OrchestratorError]] = {
         SessionNotFound,
         AgentNotFound,
         TaskNotFound,
+        WebhookNotFound,
         MethodNotAllowed,
         Conflict,
         AgentNameTaken,
