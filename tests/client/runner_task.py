@@ -79,8 +79,8 @@ elif mode == "flood":  # `argument` MB on stdout, as fast as it can
         sys.stdout.buffer.write(block)
     sys.stdout.flush()
     write_result(flooded=True)
-elif mode == "live":  # a line every 10 ms, `argument` of them, for the latency check
-    for n in range(int(argument or 50)):
+elif mode == "live":  # a line every 25 ms, `argument` of them, each with its time
+    for n in range(int(argument or 40)):
         print(f"live {n} {time.time():.6f}", flush=True)
-        time.sleep(0.01)
+        time.sleep(0.025)
     write_result()

@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
 
 import pytest
@@ -212,6 +214,11 @@ def test_two_runners_carry_out_a_decomposed_session(api, stack, runners):
         assert result["attempt"] == 1 and result["api_url"] == stack and result["has_token"]
         assert not os.path.exists(result["cwd"]), "the temporary working directory is removed"
     assert len({t["result"]["cwd"] for t in subtasks}) == 5, "a fresh directory per task"
+    for task in subtasks:  # what each command printed, in the task's log
+        lines = [(line["stream"], line["text"]) for line in api.task_logs(task["id"])["items"]]
+        stdout = [text for stream, text in lines if stream == "stdout"]
+        assert stdout == [f"working on {task['title']}", "::progress 50 halfway"], lines
+        assert [text for stream, text in lines if stream == "stderr"] == ["a warning"]
     for runner in (designer, builder):
         assert runner.signal(signal.SIGTERM) == 0
         assert f"{runner.name}: deregistered" in runner.output()
@@ -318,6 +325,16 @@ def test_a_flood_of_output_leaves_the_runner_flat(api, runners):
     assert task["status"] == "COMPLETED" and task["result"]["flooded"], task
     grown = runner.memory_kb("VmHWM") - before
     assert grown < 30_000, f"the runner grew by {grown} kB reading 100 MB"
+    log = api.task_logs(task["id"], limit=1000)
+    assert log["truncated"] and log["finished"]
+    page, stored = log, 0
+    while True:
+        stored += sum(len(line["text"]) for line in page["items"])
+        if not page["has_more"]:
+            break
+        page = api.task_logs(task["id"], after=page["next_after"], limit=1000)
+    assert stored <= 1024 * 1024 + 200, "TASK_LOG_MAX_BYTES and one marker line"
+    assert page["items"][-1]["stream"] == "system" and "truncated" in page["items"][-1]["text"]
 
 
 def test_sigterm_drains_and_sigquit_hands_back(api, runners, pids_dir):
@@ -339,3 +356,40 @@ def test_sigterm_drains_and_sigquit_hands_back(api, runners, pids_dir):
     assert (task["status"], task["attempts"]) == ("PENDING", 1), task
     assert "deregistered" in task["error"]
     assert "handing back 1 task(s)" in aborting.output()
+
+
+def test_a_log_is_followed_live_over_the_session_stream(api, runners):
+    runners("talker", "TESTING")
+    sid = running_session(api, "live log")
+    heard: list[tuple[float, dict]] = []
+    stream = api.events(f"/ws/sessions/{sid}")
+    listener = threading.Thread(
+        target=lambda: heard.extend((time.time(), event) for event in stream), daemon=True
+    )
+    listener.start()
+    wait_for(lambda: stream.connected.is_set())
+    task = api.create_task(sid, "talk", description="live 40", required_capabilities=["TESTING"])
+    assert settled(api, task["id"])["status"] == "COMPLETED"
+    wait_for(
+        lambda: any(
+            e["type"] == "task.status_changed" and e["payload"]["status"] == "COMPLETED"
+            for _, e in heard
+        )
+    )
+    stream.close()
+
+    types = [event["type"] for _, event in heard]
+    completed = next(
+        n for n, (_, e) in enumerate(heard) if e["type"] == "task.status_changed"
+        and e["payload"]["status"] == "COMPLETED"
+    )  # fmt: skip
+    logs = [(at, e["payload"]) for at, e in heard if e["type"] == "task.log"]
+    assert len(logs) >= 2 and types.index("task.log") < completed, "heard while it ran"
+    lines = [line for _, payload in logs for line in payload["lines"]]
+    assert [line["text"].split()[:2] for line in lines] == [["live", str(n)] for n in range(40)]
+    assert [line["seq"] for line in lines] == list(range(1, 41))
+    for heard_at, payload in logs:  # printed (its time in the line) to heard: well under 1 s
+        for line in payload["lines"]:
+            assert heard_at - float(line["text"].split()[2]) < 1.0, line
+    stored = api.task_logs(task["id"])["items"]
+    assert [line["text"] for line in stored] == [line["text"] for line in lines]
