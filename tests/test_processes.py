@@ -90,8 +90,10 @@ def compose():
 
 def test_compose_runs_the_same_stack(compose):
     services = compose["services"]
-    assert set(services) >= {"postgres", "redis", "release", "api", "worker", "beat", "flower"}
-    for name in ("release", "api", "worker", "beat", "flower"):
+    processes = ("release", "api", "worker", "webhooks", "beat", "flower")
+    assert set(services) >= {"postgres", "redis", *processes}
+    assert "webhooks" in services["webhooks"]["command"]
+    for name in processes:
         env = services[name]["environment"]
         assert env["DATABASE_URL"].startswith("postgresql://")
         assert env["REDIS_URL"].startswith("redis://")
