@@ -9,7 +9,7 @@ FLOWER_PORT ?= 5555
 export PORT
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test services browser venv venv-run redis-free lint format migrate bench clean
+.PHONY: run test test-fast services browser venv venv-run redis-free lint format migrate bench clean
 
 $(BIN)/python:
 	@echo "==> creating the virtualenv $(VENV)"
@@ -53,6 +53,10 @@ run: venv-run services redis-free migrate
 
 test: venv services browser
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The inner loop: everything but the tests marked process, chaos or browser (pyproject.toml).
+test-fast: venv services
+	$(BIN)/pytest -m "not process and not chaos and not browser" $(PYTEST_ARGS)
 
 # Debian's Chromium for tests/browser (driven by Playwright from PyPI; no `playwright install`).
 browser:

@@ -17,6 +17,8 @@ from shared import tokens
 from tests.support import ROOT
 from tests.support.processes import BIN, free_port, procfile, start, stop, wait_for_http
 
+pytestmark = pytest.mark.process
+
 KEY = "k" * 48
 PRODUCTION = {"ORCHESTRATOR_ENV": "production", "API_SECRET_KEY": KEY}
 

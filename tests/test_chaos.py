@@ -20,7 +20,7 @@ from tests.support.database import empty_tables
 from tests.support.processes import PrivateRedis, kill_group, running_web, start, stop
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.chaos]
 
 SESSIONS = 3
 PARENTS_PER_SESSION = 2  # each decomposed with FEATURE: 5 subtasks

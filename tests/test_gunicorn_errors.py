@@ -15,7 +15,7 @@ import requests
 from orchestrator_api.request_body import MAX_BODY_BYTES
 from tests.support.live_server import live_server_fixture
 
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.process]
 
 LIMIT_REQUEST_LINE = 4094  # gunicorn.conf.py, docs/API.md
 LIMIT_REQUEST_FIELD_SIZE = 8190

@@ -8,9 +8,13 @@ import os
 import tempfile
 import time
 
+import pytest
+
 from shared.logs import ROUTINE_JOBS
 from tests.support.processes import output, start, stop
 from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.process
 
 
 def _lines(process) -> list[dict]:

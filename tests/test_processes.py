@@ -33,6 +33,7 @@ def test_procfile_has_every_process():
     assert "FLOWER_PORT" in procfile()["flower"]
 
 
+@pytest.mark.process
 def test_web_serves_ready_under_gunicorn(settings):
     port = free_port()
     web = start("web", settings, PORT=str(port), WEB_CONCURRENCY="2")
@@ -48,6 +49,7 @@ def test_web_serves_ready_under_gunicorn(settings):
         stop(web)
 
 
+@pytest.mark.process
 def test_worker_beat_and_flower_start_and_stay_up(settings, tmp_path):
     flower_port = free_port()
     processes = {
@@ -66,6 +68,7 @@ def test_worker_beat_and_flower_start_and_stay_up(settings, tmp_path):
             stop(process)
 
 
+@pytest.mark.process
 def test_release_migrates(settings):
     result = subprocess.run(
         ["bash", "-c", procfile()["release"]],

@@ -13,7 +13,7 @@ from tests.support import ROOT
 from tests.support.database import empty_tables
 from tests.support.processes import running_web
 
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.process]
 
 
 def walk_through() -> str:

@@ -28,7 +28,7 @@ from schemathesis.checks import load_all_checks
 from orchestrator_api.request_body import BODY_METHODS, MAX_JSON_DEPTH
 from tests.support.live_server import live_server_fixture
 
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.process]
 
 # Per operation: cases of valid input, then of invalid input (24 operations: ~1,250).
 PLAN = ((GenerationMode.POSITIVE, 35), (GenerationMode.NEGATIVE, 25))

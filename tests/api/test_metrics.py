@@ -184,6 +184,7 @@ def http_scrape(base: str) -> dict[tuple, float]:
     return parse(response.text)
 
 
+@pytest.mark.process
 def test_gunicorn_workers_are_summed(web):
     base = web.base
     sent = 0
@@ -219,6 +220,7 @@ def test_gunicorn_workers_are_summed(web):
     wait_for(lambda: http_scrape(base)["orchestrator_events_published_total",] >= 4)
 
 
+@pytest.mark.process
 def test_websockets_are_counted_and_a_dead_workers_stop_counting(web):
     base = web.base
     (metrics_directory,) = [p for p in web.temp.iterdir() if p.name.startswith(metrics_dir.PREFIX)]

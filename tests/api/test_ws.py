@@ -27,7 +27,7 @@ from tests.support.waiting import wait_for
 
 # A live server runs through the module: its tables are not emptied between tests (event
 # ids only grow; truncating the outbox under a running relay would reset them).
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.process]
 
 
 def assert_contract_format(message: dict) -> None:

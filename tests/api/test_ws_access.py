@@ -17,7 +17,7 @@ from tests.support.live_server import live_server_fixture
 from tests.support.waiting import wait_for
 
 KEY = "w" * 40
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.process]
 
 
 prod = live_server_fixture(

@@ -23,7 +23,7 @@ from tests.support.processes import PrivateRedis, free_port, output, start, stop
 from tests.support.waiting import wait_for
 
 KEY = "c" * 48
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.process]
 
 
 class Handshake:

@@ -17,7 +17,7 @@ from tests.support.database import empty_tables
 from tests.support.processes import free_port, output, start, stop, wait_for_http
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.process]
 
 
 @contextlib.contextmanager

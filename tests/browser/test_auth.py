@@ -16,7 +16,7 @@ from tests.support.live_server import live_server_fixture
 
 KEY = "d" * 48
 FLOWER_URL = "https://ops.example.com/flower/"  # Flower behind a proxy
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.browser]
 
 
 production = live_server_fixture(

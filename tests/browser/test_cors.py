@@ -14,6 +14,8 @@ import requests
 from shared import tokens
 from tests.support.processes import free_port, running_web
 
+pytestmark = pytest.mark.browser
+
 PRODUCTION_KEY = "cors-tests-" + "k" * 40
 PAGE = "<!doctype html><title>another team's dashboard</title>"
 CALLS = """async ({api, token}) => {

@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 from tests.support.browser import open_dashboard
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.browser]
 
 
 def unique(prefix: str) -> str:

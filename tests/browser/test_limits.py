@@ -28,7 +28,7 @@ from tests.support.live_server import live_server_fixture
 
 KEY = "l" * 48
 TOKEN_KEY = "orchestrator.dashboard.token"
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.browser]
 
 
 # A production server on the default limits (the suite's own servers have none).

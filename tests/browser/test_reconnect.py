@@ -11,7 +11,7 @@ from tests.support.browser import WEB_ENV, Api, open_dashboard
 from tests.support.processes import free_port, start, stop, wait_for_http
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.browser]
 
 
 @pytest.mark.parametrize("sockets_in", ["worker", "page"])

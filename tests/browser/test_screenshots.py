@@ -17,7 +17,7 @@ from tests.support import ROOT
 from tests.support.browser import Api, open_dashboard
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.browser]
 
 
 @pytest.fixture

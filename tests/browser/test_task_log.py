@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import open_dashboard
 
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.browser]
 
 
 def post_lines(api, task_id, agent_id, texts, stream="stdout"):

@@ -14,9 +14,9 @@ import uuid
 import pytest
 from click.testing import CliRunner
 
+from orchestrator_cli.main import main
 from orchestrator_client import OrchestratorClient
 from orchestrator_client.demo import capability_plan
-from orchestrator_cli.main import main
 from shared.templates import TEMPLATES
 from tests.support import ROOT
 from tests.support.client import tidy
@@ -24,7 +24,7 @@ from tests.support.live_server import live_server_fixture
 from tests.support.processes import BIN, free_port
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.process]
 
 live = live_server_fixture(WEB_THREADS="32")
 

@@ -3,6 +3,7 @@ and a server that needs a token."""
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 from orchestrator_cli.main import main
@@ -20,6 +21,7 @@ def test_a_wait_on_the_rate_limit_is_said_plainly():
     assert "no sessions" in result.stdout
 
 
+@pytest.mark.process
 def test_status_without_a_token_in_production_says_how_to_pass_one(settings):
     production = {"ORCHESTRATOR_ENV": "production", "API_SECRET_KEY": PRODUCTION_KEY}
     with running_web(settings, **production) as base:

@@ -66,11 +66,13 @@ def running_session(api, title="client tests") -> dict:
     return api.start_session(api.create_session(title)["id"])
 
 
+@pytest.mark.process
 def test_health_and_ready(api):
     assert api.health()["status"] == "ok"
     assert api.ready()["checks"] == {"database": "ok", "redis": "ok"}
 
 
+@pytest.mark.process
 def test_session_routes(api):
     created = api.create_session(
         "client session", type="review", priority="high", initial_prompt="do it"
@@ -116,6 +118,7 @@ def test_session_routes(api):
     assert error.value.status == 413
 
 
+@pytest.mark.process
 def test_agent_routes(api):
     name = unique("client-agent")
     agent = api.register_agent(
@@ -150,6 +153,7 @@ def test_agent_routes(api):
         api.deregister_agent(aid)
 
 
+@pytest.mark.process
 def test_task_routes(api, live):
     sid = running_session(api)["id"]
     with pytest.raises(SessionNotFound):
@@ -215,6 +219,7 @@ def test_task_routes(api, live):
     assert [t["id"] for t in completed] == [tid]
 
 
+@pytest.mark.process
 def test_tokens_are_sent_and_their_refusals_mapped(live, settings):
     with pytest.raises(Unauthorized) as error:
         OrchestratorClient(live, token="not-a-jwt").list_sessions()
@@ -331,6 +336,7 @@ class LosingProxyHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.process
 def test_a_lost_answer_is_retried_and_the_server_acts_once(api, live):
     proxy = LosingProxy(live)
     try:
@@ -353,6 +359,7 @@ def test_no_answer_at_all_is_connection_failed():
     assert "2 attempts" in error.value.message
 
 
+@pytest.mark.process
 def test_a_server_that_comes_up_later_is_waited_for_and_streams_resume(api, settings):
     """The client retries while nothing listens; the event stream reconnects after the
     server restarts, gets what it missed once, then the live events."""
@@ -397,6 +404,7 @@ def collect(stream, into: list) -> None:
         into.append(message)
 
 
+@pytest.mark.process
 def test_a_503_from_the_real_server_is_retried(settings):
     redis_server = PrivateRedis()
     redis_server.start()
@@ -416,11 +424,13 @@ def test_a_503_from_the_real_server_is_retried(settings):
             redis_server.kill()
 
 
+@pytest.mark.process
 def test_an_unknown_stream_is_not_found(api):
     with pytest.raises(NotFound):
         next(iter(api.events(f"/ws/agents/{uuid.uuid4()}")))
 
 
+@pytest.mark.process
 def test_the_agent_hears_of_its_tasks_on_its_stream(api):
     sid = running_session(api)["id"]
     agent = ReferenceAgent(
@@ -452,6 +462,7 @@ def _finished(api, task_id):
     return task if task["status"] in ("COMPLETED", "FAILED", "CANCELLED") else None
 
 
+@pytest.mark.process
 def test_the_agent_polls_when_its_stream_is_unavailable(api, live):
     no_streams = OrchestratorClient(live, ws_url=f"ws://127.0.0.1:{free_port()}")
     agent = ReferenceAgent(
@@ -471,6 +482,7 @@ def test_the_agent_polls_when_its_stream_is_unavailable(api, live):
         agent.stop()
 
 
+@pytest.mark.process
 def test_the_agent_fails_at_its_fail_rate_and_the_task_is_retried(api, settings):
     sid = running_session(api)["id"]
     agent = ReferenceAgent(
@@ -486,6 +498,7 @@ def test_the_agent_fails_at_its_fail_rate_and_the_task_is_retried(api, settings)
         agent.stop()
 
 
+@pytest.mark.process
 def test_in_production_the_agent_acts_with_its_own_token(settings, api):
     production = {"ORCHESTRATOR_ENV": "production", "API_SECRET_KEY": PRODUCTION_KEY}
     with running_web(settings, WEB_THREADS="32", **production) as base:

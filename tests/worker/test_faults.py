@@ -15,6 +15,8 @@ from tests.api.helpers import act, make_task, register, start_session
 from tests.support.processes import PrivateRedis, kill_group, start, stop
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.chaos
+
 PARENTS = 20
 PLAIN_TASKS = 150
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 import requests
 from celery import Celery
 from sqlalchemy import text
@@ -17,6 +18,7 @@ from tests.support.processes import free_port, output, start, stop
 from tests.support.waiting import wait_for
 
 
+@pytest.mark.process
 def test_worker_metrics_sum_its_pool_processes(settings, spare_redis_url, client, database):
     agent = register(client)
     with database.engine.begin() as connection:
