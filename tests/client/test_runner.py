@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -393,3 +394,24 @@ def test_a_log_is_followed_live_over_the_session_stream(api, runners):
             assert heard_at - float(line["text"].split()[2]) < 1.0, line
     stored = api.task_logs(task["id"])["items"]
     assert [line["text"] for line in stored] == [line["text"] for line in lines]
+
+
+def test_the_readme_runs_a_session_with_two_runners(api, stack):
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        section = handle.read().split("## Real agents: a command per task", 1)[1]
+    script = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    finished = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script.replace("http://localhost:8000", stack)],
+        env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    lines = [line for line in finished.stdout.splitlines() if not line[:2].isdigit()]
+    assert lines[0] == "COMPLETED", finished.stdout
+    pattern = r"COMPLETED (.+): done \| attempt 1 of '\1' in /\S+"
+    titles = sorted(re.fullmatch(pattern, line).group(1) for line in lines[1:])
+    steps = ("Design", "Document", "Implement", "Review", "Write tests")
+    assert titles == [f"{step}: Add search" for step in steps], finished.stdout
+    assert finished.stdout.count(": deregistered") == 2, "SIGTERM drained both, then deregistered"
