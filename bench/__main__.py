@@ -10,7 +10,17 @@ import signal
 import sys
 import traceback
 
-from bench import assignment, dispatch, engine_throughput, expiry, heartbeat, websocket
+from bench import (
+    assignment,
+    dispatch,
+    engine_throughput,
+    expiry,
+    heartbeat,
+    statistics,
+    task_logs,
+    webhooks,
+    websocket,
+)
 from bench.common import Result, machine
 
 BENCHMARKS = {
@@ -20,6 +30,9 @@ BENCHMARKS = {
     "engine_throughput": engine_throughput.run,
     "expiry": expiry.run,
     "websocket": websocket.run,
+    "webhooks": webhooks.run,
+    "statistics": statistics.run,
+    "task_logs": task_logs.run,
 }
 
 
