@@ -16,7 +16,6 @@ from bench import (
     engine_throughput,
     expiry,
     heartbeat,
-    statistics,
     task_logs,
     webhooks,
     websocket,
@@ -31,7 +30,6 @@ BENCHMARKS = {
     "expiry": expiry.run,
     "websocket": websocket.run,
     "webhooks": webhooks.run,
-    "statistics": statistics.run,
     "task_logs": task_logs.run,
 }
 
