@@ -29,11 +29,12 @@ from apispec import BasePlugin
 from flask import Flask, Response, current_app, g, request
 from sqlalchemy import select
 
+from orchestrator_api import pool_scope
 from orchestrator_api.database import db
-from orchestrator_api.errors import error_response
+from orchestrator_api.errors import error_response, handle_domain_error
 from shared import tokens
 from shared.config import Settings
-from shared.errors import Forbidden, Unauthorized
+from shared.errors import Forbidden, OrchestratorError, Unauthorized
 from shared.models import Task
 from shared.services import agents as agent_service
 
@@ -64,6 +65,8 @@ class Principal:
     role: str
     sub: str | None = None  # None: anonymous (development without a token)
     agent_id: uuid.UUID | None = None
+    # The pools the token sees and acts in (orchestrator_api/pool_scope.py); None: all.
+    pools: frozenset[str] | None = None
 
     @property
     def anonymous(self) -> bool:
@@ -93,7 +96,7 @@ def authenticate(token: str, settings: Settings | None = None) -> Principal:
     claims = tokens.verify(
         token, key=settings.secret_key, max_ttl_seconds=settings.token_max_ttl_seconds
     )
-    return Principal(role=claims.role, sub=claims.sub, agent_id=claims.agent_id)
+    return Principal(role=claims.role, sub=claims.sub, agent_id=claims.agent_id, pools=claims.pools)
 
 
 def client_key(principal: Principal | None) -> str:
@@ -116,13 +119,14 @@ def resolve_principal() -> Principal | None:
         return None
 
 
-def mint_agent_token(agent_id: uuid.UUID | str) -> str:
-    """The token a registration answer carries: the agent acting as itself."""
+def mint_agent_token(agent_id: uuid.UUID | str, pool: str) -> str:
+    """The token a registration answer carries: the agent acting as itself, in its pool."""
     settings = current_app.extensions["orchestrator"].settings
     return tokens.mint_agent(
         key=settings.secret_key,
         agent_id=agent_id,
         max_ttl_seconds=settings.token_max_ttl_seconds,
+        pools=[pool],
     )
 
 
@@ -224,8 +228,9 @@ def check_request() -> Response | None:
         return None  # the router answers: 404 or 405
     try:
         authorize(principal)
-    except Forbidden as exc:
-        return error_response(403, "FORBIDDEN", exc.message)
+        pool_scope.check_request()
+    except OrchestratorError as exc:
+        return handle_domain_error(exc)
     return None
 
 

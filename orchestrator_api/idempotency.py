@@ -94,7 +94,7 @@ def _with_secret(body: str) -> str:
     answer = json.loads(body)
     if not isinstance(answer, dict) or "id" not in answer:
         return body
-    answer[field] = auth.mint_agent_token(answer["id"])
+    answer[field] = auth.mint_agent_token(answer["id"], answer["pool"])
     return _dumps(answer)
 
 

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app, g, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 from wsproto.frame_protocol import CloseReason
@@ -37,6 +37,7 @@ GOING_AWAY_CLOSE = 1001
 SLOW_CLIENT_CLOSE = 1013
 NOT_FOUND_CLOSE = 4404
 BAD_REQUEST_CLOSE = 4400
+FORBIDDEN_CLOSE = 4403
 SEND_BUFFER_BYTES = 64 * 1024
 # A resume reads this many events at a time and sends the next page once the client has
 # taken the last: however far behind it is, it holds one page in memory.
@@ -116,8 +117,9 @@ def _serve_one(ws, model, raw_id: str, filter_for: Callable[[str], Filter]) -> N
         _close(ws, BAD_REQUEST_CLOSE, f"{what} id is not a UUID: not found")
         return
     with current_app.extensions["orchestrator"].database.session() as db:
-        found = db.get(model, entity_id) is not None
-    if not found:
+        found = db.get(model, entity_id)
+    allowed = g.get("stream_pools")
+    if found is None or (allowed is not None and found.pool not in allowed):
         _close(ws, NOT_FOUND_CLOSE, f"{what} {entity_id} not found")
         return
     _serve(ws, filter_for(str(entity_id)))
@@ -267,12 +269,17 @@ def _send_error(ws, text_message: str) -> None:
 def _serve_pool(ws, wants: Filter) -> None:
     """`?pool=NAME`: only the events of that pool's sessions and tasks, or agents."""
     pool = request.args.get("pool")
-    if pool is None:
-        _serve(ws, wants)
-    elif not pools.is_valid(pool):
+    allowed = g.get("stream_pools")  # a token scoped to pools sees only theirs
+    if pool is not None and not pools.is_valid(pool):
         _close(ws, BAD_REQUEST_CLOSE, f"pool {pool[:50]!r}: a pool name is {pools.POOL_RULE}")
-    else:
+    elif pool is not None and allowed is not None and pool not in allowed:
+        _close(ws, FORBIDDEN_CLOSE, f"this token may not read pool {pool!r}")
+    elif pool is not None:
         _serve(ws, lambda m: wants(m) and m["payload"].get("pool") == pool)
+    elif allowed is not None:
+        _serve(ws, lambda m: wants(m) and m["payload"].get("pool") in allowed)
+    else:
+        _serve(ws, wants)
 
 
 @sock.route("/ws/sessions", bp=blp)

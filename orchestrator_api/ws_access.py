@@ -143,6 +143,7 @@ def check_handshake() -> Response | None:
         principal = auth.admit(auth.authenticate(token) if token else None, fresh=True)
     except Unauthorized as exc:
         return error_response(401, "UNAUTHORIZED", exc.message)
+    g.stream_pools = principal.pools  # ws.py filters by them (None: every pool)
     if not _stream_allowed(principal, request.path):
         return error_response(403, "FORBIDDEN", "This token may not read this stream")
     client = auth.client_key(principal)

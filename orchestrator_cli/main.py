@@ -68,7 +68,13 @@ def db_upgrade() -> None:
     show_default=True,
     help="Lifetime in seconds, at most TOKEN_MAX_TTL_SECONDS (31 days unless set).",
 )
-def token(role: str, sub: str | None, agent_id, ttl: int) -> None:
+@click.option(
+    "--pool",
+    "pools",
+    multiple=True,
+    help="Scope the token to this pool (repeatable): it sees and acts only in these pools.",
+)
+def token(role: str, sub: str | None, agent_id, ttl: int, pools: tuple[str, ...]) -> None:
     """Print a token signed with API_SECRET_KEY (docs/API.md, "Authentication").
 
     With --agent-id the token's sub is agent:<ID>, the agent's own identity (its rate
@@ -100,6 +106,7 @@ def token(role: str, sub: str | None, agent_id, ttl: int) -> None:
                 agent_id=agent_id,
                 ttl_seconds=ttl,
                 max_ttl_seconds=settings.token_max_ttl_seconds,
+                pools=pools or None,
             )
         )
     except ValueError as exc:

@@ -14,12 +14,15 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import jwt
 
 from shared.config import DEFAULT_TOKEN_MAX_TTL_SECONDS
 from shared.errors import Unauthorized
+from shared.pools import POOL_RULE
+from shared.pools import is_valid as is_valid_pool
 
 ALGORITHM = "HS256"
 ROLES = ("admin", "operator", "viewer", "agent")
@@ -47,6 +50,8 @@ class Claims:
     agent_id: uuid.UUID | None
     exp: int
     iat: int
+    # The pools the token may see and act in; None: every pool (no `pools` claim).
+    pools: frozenset[str] | None = None
 
 
 def agent_sub(agent_id: uuid.UUID | str) -> str:
@@ -63,10 +68,17 @@ def mint(
     ttl_seconds: int = DEFAULT_TTL_SECONDS,
     now: int | None = None,
     max_ttl_seconds: int = DEFAULT_MAX_TTL_SECONDS,
+    pools: Iterable[str] | None = None,
 ) -> str:
     """A signed token; ValueError names the argument a token can't be made with.
 
-    With `agent_id` the token's `sub` is always `agent:<agent_id>` (`sub` is not used)."""
+    With `agent_id` the token's `sub` is always `agent:<agent_id>` (`sub` is not used).
+    With `pools` the token sees and acts only in those pools (docs/API.md, "Pools")."""
+    if pools is not None:
+        pools = sorted(set(pools))
+        bad = [p for p in pools if not is_valid_pool(p)]
+        if not pools or bad:
+            raise ValueError(f"pools must be 1 or more pool names ({POOL_RULE}), got {bad}")
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     if agent_id is not None:
@@ -88,11 +100,17 @@ def mint(
     claims: dict = {"sub": sub, "role": role, "iat": issued, "exp": issued + ttl_seconds}
     if agent_id is not None:
         claims["agent_id"] = str(uuid.UUID(str(agent_id)))
+    if pools is not None:
+        claims["pools"] = pools
     return jwt.encode(claims, key, algorithm=ALGORITHM)
 
 
 def mint_agent(
-    *, key: str, agent_id: uuid.UUID | str, max_ttl_seconds: int = DEFAULT_MAX_TTL_SECONDS
+    *,
+    key: str,
+    agent_id: uuid.UUID | str,
+    max_ttl_seconds: int = DEFAULT_MAX_TTL_SECONDS,
+    pools: Iterable[str] | None = None,
 ) -> str:
     """The token a registration hands to its agent: 30 days, or the cap if shorter."""
     return mint(
@@ -101,6 +119,7 @@ def mint_agent(
         agent_id=agent_id,
         ttl_seconds=min(AGENT_TTL_SECONDS, max_ttl_seconds),
         max_ttl_seconds=max_ttl_seconds,
+        pools=pools,
     )
 
 
@@ -190,4 +209,17 @@ def _claims(claims: dict) -> Claims:
             raise Unauthorized("The token's 'sub' names another agent than its 'agent_id'")
     elif sub.startswith(AGENT_SUB_PREFIX):
         raise Unauthorized(f"A 'sub' starting with {AGENT_SUB_PREFIX!r} needs its 'agent_id'")
-    return Claims(sub=sub, role=role, agent_id=agent_id, exp=exp, iat=iat)
+    return Claims(sub=sub, role=role, agent_id=agent_id, exp=exp, iat=iat, pools=_pools(claims))
+
+
+def _pools(claims: dict) -> frozenset[str] | None:
+    if "pools" not in claims:
+        return None
+    pools = claims["pools"]
+    if (
+        not isinstance(pools, list)
+        or not pools
+        or not all(isinstance(p, str) and is_valid_pool(p) for p in pools)
+    ):
+        raise Unauthorized(f"The token's 'pools' claim must be a list of pool names ({POOL_RULE})")
+    return frozenset(pools)

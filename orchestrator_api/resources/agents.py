@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from flask import current_app
 from flask.views import MethodView
 
-from orchestrator_api import auth
+from orchestrator_api import auth, pool_scope
 from orchestrator_api.database import db, in_transaction
 from orchestrator_api.resources.common import Blueprint, parse_id
 from orchestrator_api.resources.tasks import task_views
@@ -48,7 +48,7 @@ class Agents(MethodView):
     @blp.response(200, AgentPageSchema)
     def get(self, query):
         """List agents, newest first."""
-        page = service.list_agents(db(), **query)
+        page = service.list_agents(db(), **query, pools=pool_scope.visible_pools())
         return page_body(page, agent_views(page.items))
 
 
@@ -58,9 +58,10 @@ class Agents(MethodView):
 def register_agent(body):
     """Register an agent (409 AGENT_NAME_TAKEN if the name is in use). The answer carries
     the agent's own token (role agent, its agent_id), which it uses from then on."""
+    body["pool"] = pool_scope.creation_pool(body.get("pool"))
     agent = service.register(db(), **body)
     db().flush()
-    token = auth.mint_agent_token(agent.id)  # its sub is agent:<id>, never the name
+    token = auth.mint_agent_token(agent.id, agent.pool)  # its sub is agent:<id>, never the name
     return {**agent_views([agent], {agent.id: 0})[0], "token": token}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask.views import MethodView
 
+from orchestrator_api import pool_scope
 from orchestrator_api.database import db
 from orchestrator_api.resources.common import Blueprint, parse_id
 from orchestrator_api.schemas.common import page_body
@@ -44,13 +45,14 @@ class Sessions(MethodView):
     @blp.response(200, SessionPageSchema)
     def get(self, query):
         """List sessions, newest first."""
-        page = service.list_sessions(db(), **query)
+        page = service.list_sessions(db(), **query, pools=pool_scope.visible_pools())
         return page_body(page, session_views(page.items))
 
     @blp.arguments(SessionCreateSchema)
     @blp.response(201, SessionSchema)
     def post(self, body):
         """Create a session."""
+        body["pool"] = pool_scope.creation_pool(body.get("pool"))
         work_session = service.create(db(), **body)
         db().flush()
         return session_views([work_session])[0]

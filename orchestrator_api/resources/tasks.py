@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask.views import MethodView
 
+from orchestrator_api import pool_scope
 from orchestrator_api.auth import acting_agent
 from orchestrator_api.database import db
 from orchestrator_api.resources.common import Blueprint, parse_id
@@ -59,7 +60,7 @@ class Tasks(MethodView):
     @blp.response(200, TaskPageSchema)
     def get(self, query):
         """List tasks, newest first."""
-        page = service.list_tasks(db(), **query)
+        page = service.list_tasks(db(), **query, pools=pool_scope.visible_pools())
         return page_body(page, task_views(page.items))
 
     @blp.arguments(TaskCreateSchema)

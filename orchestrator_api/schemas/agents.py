@@ -9,7 +9,6 @@ from orchestrator_api.schemas.common import (
     UTCDateTime,
     pool_field,
 )
-from shared import pools
 from shared.enums import AgentStatus, AgentType, Capability
 
 
@@ -20,7 +19,7 @@ class AgentRegisterSchema(Schema):
         UpperEnum(Capability), required=True, validate=validate.Length(min=1, max=10)
     )
     max_concurrent_tasks = StrictInteger(load_default=5, validate=validate.Range(min=1, max=100))
-    pool = pool_field(load_default=pools.DEFAULT_POOL)
+    pool = pool_field()  # none: the token's only pool, else `default`
 
     @validates("name")
     def _name_is_visible(self, value, **_kwargs):

@@ -10,13 +10,12 @@ from orchestrator_api.schemas.common import (
     pool_field,
     title_field,
 )
-from shared import pools
 from shared.enums import Priority, SessionStatus, SessionType
 
 
 class SessionCreateSchema(Schema):
     title = title_field(required=True)
-    pool = pool_field(load_default=pools.DEFAULT_POOL)
+    pool = pool_field()  # none: the token's only pool, else `default`
     type = UpperEnum(SessionType, load_default=SessionType.CODING.value)
     priority = UpperEnum(Priority, load_default=Priority.MEDIUM.value)
     initial_prompt = fields.String(

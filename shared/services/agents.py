@@ -7,7 +7,7 @@ can drift); `status` is re-derived from that count whenever it can change.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from sqlalchemy import and_, func, literal_column, select, text
 from sqlalchemy.dialects import postgresql
@@ -129,10 +129,14 @@ def list_agents(
     type: AgentType | None = None,
     include_deregistered: bool = False,
     pool: str | None = None,
+    pools: Collection[str] | None = None,
     page: int = 1,
     page_size: int = 20,
 ) -> Page[Agent]:
+    """`pools`: only those (a token scoped to pools); None: every pool."""
     query = select(Agent).order_by(Agent.created_at.desc(), Agent.id.desc())
+    if pools is not None:
+        query = query.where(Agent.pool.in_(sorted(pools)))
     if pool is not None:
         query = query.where(Agent.pool == pool)
     if not include_deregistered:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -75,10 +76,14 @@ def list_sessions(
     *,
     status: SessionStatus | None = None,
     pool: str | None = None,
+    pools: Collection[str] | None = None,
     page: int = 1,
     page_size: int = 20,
 ) -> Page[WorkSession]:
+    """`pools`: only those (a token scoped to pools); None: every pool."""
     query = select(WorkSession).order_by(WorkSession.created_at.desc(), WorkSession.id.desc())
+    if pools is not None:
+        query = query.where(WorkSession.pool.in_(sorted(pools)))
     if status is not None:
         query = query.where(WorkSession.status == status)
     if pool is not None:

@@ -6,6 +6,7 @@ follow, in task_lifecycle.py.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -40,10 +41,16 @@ def list_tasks(
     parent_only: bool = False,
     agent_id: uuid.UUID | None = None,
     pool: str | None = None,
+    pools: Collection[str] | None = None,
     page: int = 1,
     page_size: int = 20,
 ) -> Page[Task]:
+    """`pools`: only those (a token scoped to pools); None: every pool."""
     query = select(Task).order_by(Task.created_at.desc(), Task.id.desc())
+    if pools is not None:
+        query = query.where(
+            Task.session_id.in_(select(WorkSession.id).where(WorkSession.pool.in_(sorted(pools))))
+        )
     if pool is not None:  # a task's pool is its session's
         query = query.where(
             Task.session_id.in_(select(WorkSession.id).where(WorkSession.pool == pool))

@@ -10,7 +10,7 @@ import uuid
 import pytest
 import redis as redis_lib
 import requests
-from simple_websocket import Client
+from simple_websocket import Client, ConnectionClosed
 
 from shared import tokens
 from tests.support.live_server import live_server_fixture
@@ -154,3 +154,43 @@ def test_leases_of_a_crashed_process_expire(prod, settings):
     response = handshake(prod, "/ws/sessions", {"Authorization": f"Bearer {bearer}"})
     assert response.status_code == 101
     response.close()
+
+
+def test_streams_of_a_token_scoped_to_pools_carry_only_its_pools(prod):
+    """The streams are filtered as the lists are: events of other pools never arrive, a
+    foreign session's stream does not exist (4404), a foreign ?pool= is refused (4403)."""
+    admin = {"Authorization": f"Bearer {token()}"}
+    blue = tokens.mint(key=KEY, role="viewer", sub=f"blue-{uuid.uuid4()}", pools=["blue"])
+    suffix = uuid.uuid4().hex[:8]
+    streams = {path: connect(prod, path, blue) for path in ("/ws/sessions", "/ws/agents")}
+
+    def create(pool):
+        session = requests.post(
+            f"{prod}/api/v1/sessions", json={"title": pool, "pool": pool}, headers=admin, timeout=5
+        ).json()
+        requests.post(
+            f"{prod}/api/v1/agents/register",
+            json={
+                "name": f"{pool}-{suffix}",
+                "type": "QA",
+                "capabilities": ["TESTING"],
+                "pool": pool,
+            },
+            headers=admin,
+            timeout=5,
+        )
+        return session
+
+    red = create("red")
+    create("blue")  # after the red ones: once its events are in, the red ones were skipped
+    for path, stream in streams.items():
+        received = []
+        while not any(m["payload"].get("pool") == "blue" for m in received):
+            received.append(json.loads(stream.receive(timeout=10)))
+        assert {m["payload"]["pool"] for m in received} == {"blue"}, path
+        stream.close()
+    for path, code in ((f"/ws/sessions/{red['id']}", 4404), ("/ws/sessions?pool=red", 4403)):
+        stream = connect(prod, path, blue)
+        with pytest.raises(ConnectionClosed) as closed:
+            stream.receive(timeout=10)
+        assert closed.value.reason == code, path
