@@ -16,6 +16,7 @@ from bench import (
     engine_throughput,
     expiry,
     heartbeat,
+    runner_logs,
     task_logs,
     webhooks,
     websocket,
@@ -31,6 +32,7 @@ BENCHMARKS = {
     "websocket": websocket.run,
     "webhooks": webhooks.run,
     "task_logs": task_logs.run,
+    "runner_logs": runner_logs.run,
 }
 
 
