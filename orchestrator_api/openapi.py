@@ -34,7 +34,7 @@ live stream, in order, without duplicates.
 | `task.assigned` | `task_id`, `session_id`, `agent_id`, `status` |
 | `task.decomposed` | `task_id`, `session_id`, `status`, `template`, `subtask_ids` |
 | `task.log` | `task_id`, `session_id`, `first_seq`, `last_seq`, `lines` (the batch's first \
-16 KiB), `more`, `truncated`: one per accepted log batch (the rest: GET .../tasks/{id}/logs) |
+32 KiB), `more`, `truncated`: one per accepted log batch (the rest: GET .../tasks/{id}/logs) |
 | `agent.registered` | `agent_id`, `status`, `current_load`, `active_tasks` |
 | `agent.status_changed` | `agent_id`, `status`, `previous_status`, `current_load` |
 | `agent.heartbeat` | `agent_id`, `status`, `current_load`, `active_tasks` |

@@ -27,7 +27,7 @@ MAX_LINES_PER_BATCH = 1000
 MAX_BATCH_BYTES = 256 * 1024  # UTF-8 bytes of the lines' text, per request
 MAX_PAGE = 1000
 DEFAULT_PAGE = 500
-EVENT_TEXT_BYTES = 16 * 1024  # of the lines a task.log event carries
+EVENT_TEXT_BYTES = 32 * 1024  # of the lines a task.log event carries
 PRUNE_BATCH_TASKS = 50
 PRUNE_MAX_BATCHES = 20
 

@@ -2,7 +2,7 @@
  * (GET /api/v1/tasks/{id}/logs, page by page, keeping the newest MAX_LINES), then grown
  * by the task.log events of the session's stream: each carries its batch's seq range and
  * its first lines; a gap or a batch the event left out (`more`) is read with
- * GET ...?after=<last seq held>. While the view is scrolled to the end it follows the
+ * GET ...?after=<last seq held> (at most every READ_GAP_MS). While the view is scrolled to the end it follows the
  * end; scrolled up, it stays where the reader is. */
 
 import { api } from "./http.js";
@@ -10,6 +10,7 @@ import { el } from "./util.js";
 
 const MAX_LINES = 2000;
 const PAGE = 1000;
+const READ_GAP_MS = 2000; // reads a chatty log's events ask for, at most one this often
 
 export class TaskLog {
   constructor() {
@@ -20,6 +21,8 @@ export class TaskLog {
     this.pruned = false;
     this.loading = false;
     this.pending = false; // a read was asked for while one ran
+    this.readTimer = null;
+    this.lastRead = 0;
     this.follow = true;
     this.node = el("pre", { id: "task-log", class: "task-log", tabindex: "0",
       "aria-label": "Task log", "aria-live": "off" });
@@ -47,6 +50,8 @@ export class TaskLog {
 
   close() {
     this.taskId = null;
+    clearTimeout(this.readTimer);
+    this.readTimer = null;
   }
 
   /** The nodes the detail puts in its body (kept across its re-renders). */
@@ -67,12 +72,21 @@ export class TaskLog {
     if (p.truncated) this.truncated = true;
     if (p.last_seq <= this.lastSeq) return; // already read
     if (this.loading || p.first_seq !== this.lastSeq + 1) {
-      this.read(); // a gap: what is missing comes from the server
+      this.readSoon(); // a gap: what is missing comes from the server
       return;
     }
     this.add(p.lines || []);
-    if (p.more) this.read();
+    if (p.more) this.readSoon();
     this.render();
+  }
+
+  readSoon() {
+    if (this.readTimer) return;
+    const wait = Math.max(0, this.lastRead + READ_GAP_MS - Date.now());
+    this.readTimer = setTimeout(() => {
+      this.readTimer = null;
+      this.read();
+    }, wait);
   }
 
   add(lines) {
@@ -91,6 +105,7 @@ export class TaskLog {
     }
     const id = this.taskId;
     this.loading = true;
+    this.lastRead = Date.now();
     try {
       for (;;) {
         const page = await api("GET",
