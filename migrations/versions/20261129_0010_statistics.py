@@ -7,12 +7,15 @@
 - `agent_task_totals`: per agent, tasks completed and failures, kept by triggers on
   `tasks` and `task_failures` in the transaction of each change; the fleet summary reads
   it instead of scanning a million tasks.
+- `session_status_counts`: sessions per pool, day of creation (UTC) and status, with the
+  run time of the completed ones, kept by triggers on `sessions`; the session statistics
+  add up these rows (plus, for `since`, that day's sessions through a covering index).
 - Indexes, built CONCURRENTLY (no lock that blocks writes): an agent's completed tasks,
   and two covering indexes for the session statistics.
 
-The backfill and the triggers are one transaction that holds `tasks` in SHARE mode
-(writes wait, reads do not) so that no task completes between the count and the trigger;
-it reads through the new partial index, a fraction of a second at a million tasks. The
+The backfill and the triggers are one transaction that holds `tasks` and `sessions` in
+SHARE mode (writes wait, reads do not) so that nothing changes between the count and the
+trigger; it reads through the new indexes, about a second at a million tasks. The
 lock is asked with `lock_timeout`, so a long transaction makes the migration fail fast
 instead of queueing the API behind it.
 
@@ -80,8 +83,65 @@ BEGIN
 END $$
 """
 
+SESSION_RUN = """CASE WHEN {row}.status = 'COMPLETED' AND {row}.started_at IS NOT NULL
+    AND {row}.completed_at IS NOT NULL
+    THEN round(extract(epoch FROM {row}.completed_at - {row}.started_at) * 1000000)::bigint
+    END"""
+
+ADD_TO_SESSION_COUNTS = """
+CREATE FUNCTION session_status_counts_add(
+    p varchar, d date, s varchar, n integer, run_us bigint
+) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF n > 0 THEN
+        INSERT INTO session_status_counts AS c
+            (pool, created_on, status, sessions, timed, run_microseconds)
+        VALUES (p, d, s, 1, (run_us IS NOT NULL)::int, coalesce(run_us, 0))
+        ON CONFLICT (pool, created_on, status) DO UPDATE
+        SET sessions = c.sessions + 1, timed = c.timed + excluded.timed,
+            run_microseconds = c.run_microseconds + excluded.run_microseconds;
+    ELSE
+        UPDATE session_status_counts AS c
+        SET sessions = c.sessions - 1, timed = c.timed - (run_us IS NOT NULL)::int,
+            run_microseconds = c.run_microseconds - coalesce(run_us, 0)
+        WHERE c.pool = p AND c.created_on = d AND c.status = s;
+    END IF;
+END $$
+"""
+
+COUNT_SESSION = f"""
+CREATE FUNCTION session_status_counts_count() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        PERFORM session_status_counts_add(OLD.pool, (OLD.created_at AT TIME ZONE 'UTC')::date,
+                                          OLD.status, -1, {SESSION_RUN.format(row="OLD")});
+    END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') THEN
+        PERFORM session_status_counts_add(NEW.pool, (NEW.created_at AT TIME ZONE 'UTC')::date,
+                                          NEW.status, 1, {SESSION_RUN.format(row="NEW")});
+    END IF;
+    RETURN NULL;
+END $$
+"""
+
+# TRUNCATE fires no row triggers: emptying a table empties what it was counted into.
+ON_TRUNCATE = """
+CREATE FUNCTION statistics_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'sessions' THEN
+        DELETE FROM session_status_counts;
+    ELSIF TG_TABLE_NAME = 'tasks' THEN
+        UPDATE agent_task_totals SET tasks_completed = 0 WHERE tasks_completed <> 0;
+    ELSE
+        UPDATE agent_task_totals SET tasks_failed = 0 WHERE tasks_failed <> 0;
+    END IF;
+    RETURN NULL;
+END $$
+"""
+
 # The WHEN clauses are evaluated without entering PL/pgSQL: updates that do not complete
 # (or un-complete) a task cost nothing more.
+TRUNCATED = ("sessions", "tasks", "task_failures")
 TRIGGERS = [
     """CREATE TRIGGER tasks_completed_insert AFTER INSERT ON tasks FOR EACH ROW
        WHEN (NEW.status = 'COMPLETED' AND NEW.assigned_agent_id IS NOT NULL)
@@ -93,6 +153,21 @@ TRIGGERS = [
     """CREATE TRIGGER tasks_completed_delete AFTER DELETE ON tasks FOR EACH ROW
        WHEN (OLD.status = 'COMPLETED' AND OLD.assigned_agent_id IS NOT NULL)
        EXECUTE FUNCTION agent_task_totals_count_completed()""",
+    """CREATE TRIGGER sessions_counted AFTER INSERT OR DELETE ON sessions FOR EACH ROW
+       EXECUTE FUNCTION session_status_counts_count()""",
+    """CREATE TRIGGER sessions_recounted
+       AFTER UPDATE OF status, pool, created_at, started_at, completed_at ON sessions
+       FOR EACH ROW
+       WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.pool IS DISTINCT FROM NEW.pool
+             OR OLD.created_at IS DISTINCT FROM NEW.created_at
+             OR OLD.started_at IS DISTINCT FROM NEW.started_at
+             OR OLD.completed_at IS DISTINCT FROM NEW.completed_at)
+       EXECUTE FUNCTION session_status_counts_count()""",
+    *(
+        f"""CREATE TRIGGER {table}_truncated AFTER TRUNCATE ON {table}
+            FOR EACH STATEMENT EXECUTE FUNCTION statistics_truncated()"""
+        for table in TRUNCATED
+    ),
     """CREATE TRIGGER task_failures_counted AFTER INSERT OR DELETE ON task_failures
        FOR EACH ROW EXECUTE FUNCTION agent_task_totals_count_failed()""",
 ]
@@ -112,6 +187,12 @@ BACKFILL = [
            SELECT agent_id, 0, count(*) FROM task_failures GROUP BY agent_id
        ) AS counts
        GROUP BY agent_id""",
+    f"""INSERT INTO session_status_counts
+           (pool, created_on, status, sessions, timed, run_microseconds)
+        SELECT pool, (created_at AT TIME ZONE 'UTC')::date, status, count(*),
+               count({SESSION_RUN.format(row="sessions")}),
+               coalesce(sum({SESSION_RUN.format(row="sessions")}), 0)
+        FROM sessions GROUP BY 1, 2, 3""",
 ]
 
 
@@ -142,7 +223,7 @@ def upgrade() -> None:
             if_not_exists=True,
         )
     op.execute("SET LOCAL lock_timeout = '1s'")
-    op.execute("LOCK TABLE tasks IN SHARE MODE")
+    op.execute("LOCK TABLE tasks, sessions IN SHARE MODE")
     op.create_table(
         "task_failures",
         sa.Column(
@@ -186,14 +267,45 @@ def upgrade() -> None:
         sa.CheckConstraint("tasks_failed >= 0", name=op.f("ck_agent_task_totals_tasks_failed")),
         sa.PrimaryKeyConstraint("agent_id", name=op.f("pk_agent_task_totals")),
     )
+    op.create_table(
+        "session_status_counts",
+        sa.Column("pool", sa.String(40), nullable=False),
+        sa.Column("created_on", sa.Date(), nullable=False),
+        sa.Column("status", sa.String(20), nullable=False),
+        sa.Column("sessions", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("timed", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("run_microseconds", sa.BigInteger(), server_default="0", nullable=False),
+        sa.PrimaryKeyConstraint(
+            "pool", "created_on", "status", name=op.f("pk_session_status_counts")
+        ),
+    )
+    op.create_index("ix_session_status_counts_created_on", "session_status_counts", ["created_on"])
     for statement in BACKFILL:
         op.execute(statement)
-    for statement in (ADD_TO_TOTALS, COUNT_COMPLETED, COUNT_FAILED, *TRIGGERS):
+    functions = (
+        ADD_TO_TOTALS,
+        COUNT_COMPLETED,
+        COUNT_FAILED,
+        ADD_TO_SESSION_COUNTS,
+        COUNT_SESSION,
+        ON_TRUNCATE,
+    )
+    for statement in (*functions, *TRIGGERS):
         op.execute(statement)
 
 
 def downgrade() -> None:
     op.execute("DROP TRIGGER IF EXISTS task_failures_counted ON task_failures")
+    for table in TRUNCATED:
+        op.execute(f"DROP TRIGGER IF EXISTS {table}_truncated ON {table}")
+    op.execute("DROP FUNCTION IF EXISTS statistics_truncated()")
+    op.execute("DROP TRIGGER IF EXISTS sessions_counted ON sessions")
+    op.execute("DROP TRIGGER IF EXISTS sessions_recounted ON sessions")
+    op.drop_table("session_status_counts")
+    op.execute("DROP FUNCTION IF EXISTS session_status_counts_count()")
+    op.execute(
+        "DROP FUNCTION IF EXISTS session_status_counts_add(varchar, date, varchar, integer, bigint)"
+    )
     for name in ("tasks_completed_insert", "tasks_completed_update", "tasks_completed_delete"):
         op.execute(f"DROP TRIGGER IF EXISTS {name} ON tasks")
     op.drop_table("agent_task_totals")

@@ -4,6 +4,7 @@ from shared.models.agent import Agent
 from shared.models.event import OutboxEvent
 from shared.models.idempotency import IdempotencyKey
 from shared.models.session import WorkSession
+from shared.models.session_counts import SessionStatusCounts
 from shared.models.task import Task, TaskDependency
 from shared.models.task_failure import AgentTaskTotals, TaskFailure
 from shared.models.task_log import TaskLogLine, TaskLogState
@@ -14,6 +15,7 @@ __all__ = [
     "AgentTaskTotals",
     "IdempotencyKey",
     "OutboxEvent",
+    "SessionStatusCounts",
     "Task",
     "TaskDependency",
     "TaskFailure",

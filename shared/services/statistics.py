@@ -10,21 +10,22 @@ What counts for an agent (docs/API.md, "Statistics"):
 
 An agent's figures are counted from those rows (indexes: `ix_tasks_completed_by_agent`,
 `ix_task_failures_agent_id`), so nothing can drift. The fleet summary reads the same
-figures from `agent_task_totals`, which database triggers keep in the transaction of
-every change (migration 0010): a million tasks are never scanned per call.
+figures from `agent_task_totals`, and the session statistics add up
+`session_status_counts`: database triggers keep both in the transaction of every change
+(migration 0010), so no call scans a million tasks or every session.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Float, cast, func, literal, select, union_all
+from sqlalchemy import Float, and_, cast, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from shared.enums import AgentStatus, AgentType, SessionStatus, TaskStatus
-from shared.models import Agent, Task, WorkSession
+from shared.models import Agent, SessionStatusCounts, Task, WorkSession
 from shared.models.task_failure import AgentTaskTotals, TaskFailure
 
 FINISHED_SESSION_STATUSES = (
@@ -76,30 +77,66 @@ def agent_figures(db: Session, *, agent_ids: Iterable[uuid.UUID]) -> dict[uuid.U
 def session_statistics(
     db: Session, *, pool: str | None = None, since: datetime | None = None
 ) -> dict:
-    """Sessions (of `pool`, created at or after `since`) by status; the average time from
-    start to finish of the COMPLETED ones; COMPLETED over finished."""
-    query = select(
-        WorkSession.status,
-        func.count(),
-        func.avg(func.extract("epoch", WorkSession.completed_at - WorkSession.started_at)),
-    ).group_by(WorkSession.status)
+    """Sessions (of `pool`, created at or after `since`) by status; the mean time from
+    start to finish of the COMPLETED ones; COMPLETED over finished.
+
+    Whole days come from `session_status_counts` (a few rows a day); with `since`, the
+    day it falls in is counted from the sessions created from `since` to that day's end
+    (a covering index), so the answer is exact to the microsecond."""
+    counts = select(
+        SessionStatusCounts.status,
+        SessionStatusCounts.sessions,
+        SessionStatusCounts.timed,
+        SessionStatusCounts.run_microseconds,
+    )
     if pool is not None:
-        query = query.where(WorkSession.pool == pool)
+        counts = counts.where(SessionStatusCounts.pool == pool)
+    parts = [counts]
     if since is not None:
-        query = query.where(WorkSession.created_at >= since)
+        first_day = since.astimezone(UTC).date()
+        counts = counts.where(SessionStatusCounts.created_on > first_day)
+        day_end = datetime.combine(first_day + timedelta(days=1), datetime.min.time(), UTC)
+        run = func.round(
+            func.extract("epoch", WorkSession.completed_at - WorkSession.started_at) * 1_000_000
+        )
+        timed = and_(
+            WorkSession.status == SessionStatus.COMPLETED,
+            WorkSession.started_at.is_not(None),
+            WorkSession.completed_at.is_not(None),
+        )
+        edge = (
+            select(
+                WorkSession.status,
+                func.count(),
+                func.count().filter(timed),
+                func.coalesce(func.sum(run).filter(timed), 0),
+            )
+            .where(WorkSession.created_at >= since, WorkSession.created_at < day_end)
+            .group_by(WorkSession.status)
+        )
+        if pool is not None:
+            edge = edge.where(WorkSession.pool == pool)
+        parts = [counts, edge]
+    totals = union_all(*parts).subquery()
+    query = select(
+        totals.c.status,
+        func.sum(totals.c.sessions),
+        func.sum(totals.c.timed),
+        func.sum(totals.c.run_microseconds),
+    ).group_by(totals.c.status)
     by_status = dict.fromkeys((s.value for s in SessionStatus), 0)
-    average_seconds = None
-    for status, count, seconds in db.execute(query):
-        by_status[SessionStatus(status).value] = count
-        if status == SessionStatus.COMPLETED and seconds is not None:
-            average_seconds = float(seconds)
+    timed_sessions, run_microseconds = 0, 0
+    for status, count, timed_count, microseconds in db.execute(query):
+        by_status[SessionStatus(status).value] = int(count)
+        if status == SessionStatus.COMPLETED:
+            timed_sessions, run_microseconds = int(timed_count), int(microseconds)
     finished = sum(by_status[s.value] for s in FINISHED_SESSION_STATUSES)
     completed = by_status[SessionStatus.COMPLETED.value]
     return {
         "total": sum(by_status.values()),
         "by_status": by_status,
         "avg_completion_time_ms": (
-            round(average_seconds * 1000, 1) if average_seconds is not None else None
+            round(run_microseconds / timed_sessions / 1000, 1) if timed_sessions else None
         ),
         "success_rate": round(completed / finished, 4) if finished else None,
     }

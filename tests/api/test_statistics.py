@@ -363,8 +363,10 @@ def test_the_triggered_totals_equal_a_recount(client, db):
     task = make_task(client, doomed["id"])
     take(client, task["id"], b["id"])
     act(client, task["id"], "complete")
+    assert client.get(STATS).json["by_status"]["RUNNING"] == 2
     db.execute(text("DELETE FROM sessions WHERE id = :id"), {"id": doomed["id"]})
     db.commit()
+    assert client.get(STATS).json["total"] == 1
     totals = {
         row.agent_id: (row.tasks_completed, row.tasks_failed)
         for row in db.scalars(select(AgentTaskTotals))
