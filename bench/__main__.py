@@ -16,6 +16,7 @@ from bench import (
     engine_throughput,
     expiry,
     heartbeat,
+    migrations,
     runner_logs,
     task_logs,
     webhooks,
@@ -33,6 +34,7 @@ BENCHMARKS = {
     "webhooks": webhooks.run,
     "task_logs": task_logs.run,
     "runner_logs": runner_logs.run,
+    "migrations": migrations.run,
 }
 
 
