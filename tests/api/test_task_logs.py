@@ -255,3 +255,38 @@ def test_retention_prunes_only_logs_of_tasks_finished_long_enough_ago(held, admi
     page = read(admin, task_id)
     assert page["items"] == [] and page["pruned"] and page["last_seq"] == 1
     assert task_logs.prune(db, retention_seconds=3600, now=later) == 0
+
+
+def test_an_open_append_holds_up_no_lifecycle_move(held, database):
+    """Appending locks the log's own count row, never the task row: while an append's
+    transaction is open, the task can still be started (which locks the task FOR UPDATE)."""
+    from sqlalchemy import text
+
+    from shared.services import task_lifecycle
+
+    task_id = uuid.UUID(held["task"])
+    assert post(held["a"], held["task"], lines("first")).status_code == 202
+    holder = (
+        database.session()
+        .execute(select(Task.assigned_agent_id).where(Task.id == task_id))
+        .scalar_one()
+    )
+    appending = database.session()
+    try:
+        answer = task_logs.append(
+            appending,
+            task_id=task_id,
+            agent_id=holder,
+            lines=[{"stream": "stdout", "text": "second"}],
+            max_bytes=1 << 20,
+        )
+        assert answer["last_seq"] == 2  # not committed yet: the count row is locked
+        with database.transaction() as moving:
+            moving.execute(text("SET LOCAL lock_timeout = '2s'"))
+            task_lifecycle.start(moving, task_id=task_id, agent_id=holder)
+        appending.commit()
+    finally:
+        appending.close()
+    with database.session() as check:
+        assert check.get(Task, task_id).status.value == "IN_PROGRESS"
+        assert check.get(TaskLogState, task_id).last_seq == 2
