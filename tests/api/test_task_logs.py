@@ -266,11 +266,8 @@ def test_an_open_append_holds_up_no_lifecycle_move(held, database):
 
     task_id = uuid.UUID(held["task"])
     assert post(held["a"], held["task"], lines("first")).status_code == 202
-    holder = (
-        database.session()
-        .execute(select(Task.assigned_agent_id).where(Task.id == task_id))
-        .scalar_one()
-    )
+    with database.session() as reading:
+        holder = reading.scalar(select(Task.assigned_agent_id).where(Task.id == task_id))
     appending = database.session()
     try:
         answer = task_logs.append(
