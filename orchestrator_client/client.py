@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -142,6 +143,19 @@ class OrchestratorClient(HttpClient):
     def agent_tasks(self, agent_id: Id) -> list[JSON]:
         """The agent's ASSIGNED and IN_PROGRESS tasks."""
         return self._get(f"/api/v1/agents/{_seg(agent_id)}/tasks")["items"]
+
+    # Statistics (docs/API.md, "Statistics")
+
+    def session_statistics(
+        self, pool: str | None = None, since: datetime | str | None = None
+    ) -> JSON:
+        """Sessions by status, mean completion time, success rate; `since` filters on
+        creation (a datetime without a timezone is taken as UTC)."""
+        return self._get("/api/v1/sessions/statistics", pool=pool, since=_time(since))
+
+    def agent_performance(self, pool: str | None = None) -> JSON:
+        """Live and active agents, mean success rate, tasks completed, per agent type."""
+        return self._get("/api/v1/agents/performance", pool=pool)
 
     # Tasks (CONTRACT section 4)
 
@@ -319,6 +333,13 @@ def _body(**fields: Any) -> JSON:
 
 def _list(values: Iterable | None) -> list | None:
     return None if values is None else [str(v) for v in values]
+
+
+def _time(value: datetime | str | None) -> str | None:
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return aware.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return value
 
 
 def _seg(value: Id) -> str:
