@@ -107,6 +107,7 @@ class TaskOutput:
             # a process that left the group (setsid) may hold a pipe open: not waited for
             reader.join(max(0.0, min(2.0, deadline - time.monotonic())))
         with self._cond:
+            self._mark_drops()
             self._readers_done = True
             self._cond.notify_all()
         if self._shipper is not None:
@@ -158,15 +159,19 @@ class TaskOutput:
                 self.lines_dropped += 1
                 self._unmarked_drops += 1
                 return
-            if self._unmarked_drops:
-                self._append(
-                    "stderr",
-                    f"[orchestrator runner: {self._unmarked_drops} lines dropped: the command "
-                    "printed faster than the log took them]",
-                    100,
-                )
-                self._unmarked_drops = 0
+            self._mark_drops()
             self._append(stream, text, size)
+
+    def _mark_drops(self) -> None:
+        """One line for the lines dropped since the last one kept (the cap's overrun)."""
+        if self._unmarked_drops and self.shipping and not self.truncated:
+            self._append(
+                "stderr",
+                f"[orchestrator runner: {self._unmarked_drops} lines dropped: the command "
+                "printed faster than the log took them]",
+                100,
+            )
+        self._unmarked_drops = 0
 
     def _append(self, stream: str, text: str, size: int) -> None:
         self._pending.append((stream, text, _now(), size))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -226,13 +227,19 @@ def test_two_runners_carry_out_a_decomposed_session(api, stack, runners):
 
 
 def test_failures_retry_or_fail_for_good(api, runners):
-    runner = runners("failing", "TESTING", "--permanent-exit-codes", "5")
+    workdirs = tempfile.mkdtemp(prefix="runner-workdirs-")
+    template = os.path.join(workdirs, "{task_id}-{attempt}")
+    runner = runners(
+        "failing", "TESTING", "--permanent-exit-codes", "5", "--workdir", template, "--keep-workdir"
+    )
     sid = running_session(api, "retries")
     flaky = api.create_task(sid, "flaky", description="flaky", required_capabilities=["TESTING"])
     silent = api.create_task(sid, "silent", description="silent", required_capabilities=["TESTING"])
     flaky = settled(api, flaky["id"])
     assert flaky["status"] == "COMPLETED" and flaky["attempts"] == 1, flaky
     assert flaky["result"]["attempt"] == 2
+    assert flaky["result"]["cwd"] == os.path.join(workdirs, f"{flaky['id']}-2")
+    assert sorted(os.listdir(workdirs))[:2] == sorted(f"{flaky['id']}-{n}" for n in (1, 2))
     assert flaky["error"].startswith("exit code 3\n") and "first attempt fails" in flaky["error"]
     silent = settled(api, silent["id"])
     assert silent["status"] == "COMPLETED"
@@ -254,6 +261,7 @@ def test_failures_retry_or_fail_for_good(api, runners):
     retried = settled(api, retried["id"])
     assert (retried["status"], retried["attempts"]) == ("FAILED", 3), retried
     assert runner.process.poll() is None
+    shutil.rmtree(workdirs)
 
 
 def test_a_command_that_does_not_exist_fails_its_task_clearly(api, runners):
@@ -344,6 +352,7 @@ def test_sigterm_drains_and_sigquit_hands_back(api, runners, pids_dir):
     task = api.create_task(sid, "slow", description="sleep 2", required_capabilities=["TESTING"])
     pids_of(pids_dir, task["id"])
     draining.process.send_signal(signal.SIGTERM)
+    wait_for(lambda: api.get_agent(draining.id)["status"] == "BUSY", timeout=5)  # no more
     assert draining.process.wait(timeout=20) == 0
     assert api.get_task(task["id"])["status"] == "COMPLETED", "it was let finish"
     assert api.get_agent(draining.id)["deregistered_at"]
@@ -415,3 +424,36 @@ def test_the_readme_runs_a_session_with_two_runners(api, stack):
     steps = ("Design", "Document", "Implement", "Review", "Write tests")
     assert titles == [f"{step}: Add search" for step in steps], finished.stdout
     assert finished.stdout.count(": deregistered") == 2, "SIGTERM drained both, then deregistered"
+
+
+def test_ctrl_c_drains_and_a_second_ctrl_c_hands_back(api, runners, pids_dir):
+    runner = runners("interrupted", "TESTING")
+    task = api.create_task(
+        running_session(api, "ctrl-c"), "tree", description="tree",
+        required_capabilities=["TESTING"],
+    )  # fmt: skip
+    pids = pids_of(pids_dir, task["id"])
+    runner.process.send_signal(signal.SIGINT)
+    wait_for(lambda: "finishing running tasks (Ctrl-C again to stop them)" in runner.output())
+    assert all(alive(pid) for pid in pids), "the first Ctrl-C lets the command run"
+    assert runner.signal(signal.SIGINT) == 0
+    assert not any(alive(pid) for pid in pids)
+    assert api.get_task(task["id"])["status"] == "PENDING"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--workdir", "/tmp/{task}", "bad --workdir template"),
+        ("--permanent-exit-codes", "5,x", "comma-separated integers"),
+        ("--permanent-exit-codes", "0", "exit codes are 1 to 255"),
+    ],
+)
+def test_bad_runner_options_are_refused(option, value, message):
+    from click.testing import CliRunner
+
+    from orchestrator_cli.main import main
+
+    args = ["agent", "run", "--name", "n", "--capabilities", "TESTING", "--exec", "true"]
+    result = CliRunner().invoke(main, ["--url", "http://127.0.0.1:9", *args, option, value])
+    assert result.exit_code == 2 and message in result.output, result.output
