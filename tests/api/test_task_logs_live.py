@@ -39,19 +39,22 @@ def call(method, url, body=None, token=None):
 def held(live):
     """A RUNNING session with a task assigned to a fresh agent, and that agent's token."""
     api = f"{live}/api/v1"
-    session = call("POST", f"{api}/sessions", {"title": "logs live"})
+    pool = f"live-{uuid.uuid4().hex[:6]}"  # the agent takes no other test's task
+    session = call("POST", f"{api}/sessions", {"title": "logs live", "pool": pool})
     call("POST", f"{api}/sessions/{session['id']}/start")
     agent = call(
         "POST",
         f"{api}/agents/register",
-        {"name": f"live-{uuid.uuid4().hex[:6]}", "type": "QA", "capabilities": ["TESTING"]},
+        {"name": pool, "type": "QA", "capabilities": ["TESTING"], "pool": pool},
     )
     task = call(
         "POST",
         f"{api}/tasks",
         {"session_id": session["id"], "title": "t", "required_capabilities": ["TESTING"]},
     )
-    call("POST", f"{api}/tasks/{task['id']}/assign", {"agent_id": agent["id"]})
+    # assigned now, unless a Celery worker of this test run was quicker
+    requests.post(f"{api}/tasks/{task['id']}/assign", json={"agent_id": agent["id"]}, timeout=10)
+    assert call("GET", f"{api}/tasks/{task['id']}")["assigned_agent_id"] == agent["id"]
     return {"api": api, "session": session["id"], "task": task["id"], "token": agent["token"]}
 
 

@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import open_dashboard
+from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.browser]
 
@@ -20,10 +21,12 @@ def post_lines(api, task_id, agent_id, texts, stream="stdout"):
 
 
 def test_the_task_detail_shows_its_log_live_and_follows_the_end(live, page, api):
-    session = api.session(f"Logs {uuid.uuid4().hex[:6]}", start=True)
-    agent = api.agent(capabilities=["DEPLOYMENT"])
+    pool = f"logs-{uuid.uuid4().hex[:6]}"  # the worker gives the task to this agent alone
+    session = api.session(f"Logs {pool}", start=True, pool=pool)
+    body = {"name": pool, "type": "DEVOPS", "capabilities": ["DEPLOYMENT"], "pool": pool}
+    agent = api.post("/api/v1/agents/register", body, 201)
     task = api.task(session["id"], "Deploy", required_capabilities=["DEPLOYMENT"])
-    api.post(f"/api/v1/tasks/{task['id']}/assign", {"agent_id": agent["id"]})
+    wait_for(lambda: api.call("GET", f"/api/v1/tasks/{task['id']}")["status"] == "ASSIGNED")
     api.post(f"/api/v1/tasks/{task['id']}/start", {"agent_id": agent["id"]})
     post_lines(api, task["id"], agent["id"], ["$ make deploy", "building image"])
 

@@ -20,12 +20,14 @@ def log_lines(database, task_id) -> int:
 
 
 def test_the_prune_job_removes_only_logs_past_their_retention(api, database):
-    session = start_session(api)
-    agent = register(api, f"pruned-{uuid.uuid4().hex[:6]}")
+    pool = f"prune-{uuid.uuid4().hex[:6]}"  # this test's agent takes only this test's tasks
+    session = start_session(api, pool=pool)
+    agent = register(api, f"pruned-{uuid.uuid4().hex[:6]}", pool=pool)
     tasks = []
     for _ in range(2):
         task = make_task(api, session["id"])
-        assert act(api, task["id"], "assign", {"agent_id": agent["id"]}).status_code == 200
+        task_url = f"/api/v1/tasks/{task['id']}"
+        wait_for(lambda url=task_url: api.get(url).json["assigned_agent_id"] == agent["id"])
         body = {"agent_id": agent["id"], "lines": [{"stream": "stdout", "text": "line"}] * 3}
         assert api.post(f"/api/v1/tasks/{task['id']}/logs", json=body).status_code == 202
         assert act(api, task["id"], "start", {"agent_id": agent["id"]}).status_code == 200
