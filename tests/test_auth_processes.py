@@ -16,6 +16,7 @@ import requests
 from shared import tokens
 from tests.support import ROOT
 from tests.support.processes import BIN, free_port, procfile, start, stop, wait_for_http
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.process
 
@@ -60,7 +61,7 @@ def _wait_for_workers(base, access_log, web, count, timeout=30):
         assert web.poll() is None and time.monotonic() < deadline, f"not {count} workers up"
         with requests.Session() as session:
             session.get(f"{base}/health", timeout=5)
-        time.sleep(0.05)
+        time.sleep(0.05)  # between probes while the workers boot
 
 
 def bearer(role="admin", sub=None, agent_id=None):
@@ -154,7 +155,8 @@ def test_the_limit_is_shared_by_the_workers(production_web):
         if status == 429:
             assert 1 <= int(response_headers["Retry-After"]) <= 60
 
-    time.sleep(0.5)  # the access log is written after the answer
+    # the access log is written after the answer
+    wait_for(lambda: len(_log_lines(access_log, "/api/v1/sessions")) >= 70)
     lines = _log_lines(access_log, "/api/v1/sessions")
     by_worker = Counter(pid for pid, status in lines if status == 200)
     assert len(by_worker) == 2, f"one worker answered everything: {by_worker}"
@@ -334,6 +336,6 @@ def test_a_registration_token_mints_at_most_its_limit_across_workers(production_
         if status == 429:
             assert "registration" in response.json()["error"]["message"]
             assert 1 <= int(response.headers["Retry-After"]) <= 60
-    time.sleep(0.5)
+    wait_for(lambda: len(_log_lines(access_log, "/api/v1/agents/register")) >= 14)
     lines = _log_lines(access_log, "/api/v1/agents/register")
     assert len({pid for pid, _ in lines}) == 2, lines

@@ -182,7 +182,7 @@ def test_the_stack_loses_nothing_under_faults(settings, database, tmp_path, caps
 def _create_sessions(client, created: list) -> None:
     for index in range(DURING):
         created.append(client.create_session(title=f"during {index}")["id"])
-        time.sleep(0.4)
+        time.sleep(0.4)  # spread over the faults, not all before the first
 
 
 def _completed(database) -> int:

@@ -60,7 +60,7 @@ def test_worker_beat_and_flower_start_and_stay_up(settings, tmp_path):
     try:
         response = wait_for_http(f"http://127.0.0.1:{flower_port}/healthcheck", processes["flower"])
         assert response.status_code == 200
-        time.sleep(3)
+        time.sleep(3)  # they must stay up a while: nothing to wait for but time
         for name, process in processes.items():
             assert process.poll() is None, f"{name} exited: {output(process)}"
     finally:

@@ -321,7 +321,7 @@ def test_a_slow_client_is_cut_off_without_slowing_others(live, database):
         b"GET /ws/agents HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
-    time.sleep(0.5)
+    time.sleep(0.5)  # the server subscribes it (a reader this slow cannot say when)
     fast = Stream(live, "/ws/agents")
     marker = str(uuid.uuid4())
     count = 8000
@@ -342,7 +342,7 @@ def test_a_slow_client_is_cut_off_without_slowing_others(live, database):
     ] == list(range(1, count + 1))
     # the server cut the slow reader off: a close code (no pong: 1008; buffer full: 1013),
     # or, when its sends block, the socket is dropped before the events end
-    time.sleep(3)
+    time.sleep(3)  # the slow reader stays slow past a ping interval before it reads
     slow.settimeout(30)
     received = b""
     while chunk := slow.recv(65536):  # ends: the server closed the connection

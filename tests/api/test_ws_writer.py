@@ -53,7 +53,7 @@ def test_stalled_once_the_client_takes_nothing_for_the_send_timeout(pair):
     writer = ws.SocketWriter(server, send_timeout=0.2)
     writer.send(b"y" * 500_000)
     assert not writer.stalled()
-    time.sleep(0.3)
+    time.sleep(0.3)  # past the send timeout, bytes waiting all along
     writer.flush()
     assert writer.stalled()
 
@@ -115,14 +115,14 @@ def test_an_idle_connection_is_not_stalled(pair):
     even seen mid-send from another thread."""
     server, _client = pair
     writer = ws.SocketWriter(server, send_timeout=0.1)
-    time.sleep(0.2)
+    time.sleep(0.2)  # idle past the send timeout, with nothing waiting
     with writer.lock:  # a send in progress: its bytes are appended, not yet written
         writer.pending.append(b"frame")
         writer.pending_bytes += 5
         seen = threading.Thread(target=lambda: results.append(writer.stalled()))
         results: list[bool] = []
         seen.start()
-        time.sleep(0.05)
+        time.sleep(0.05)  # the other thread asks while the send holds the lock
     seen.join()
     writer.flush()
     assert results == [False] and not writer.stalled()
@@ -195,7 +195,7 @@ def test_recv_gives_up_when_the_socket_is_closed_under_it(pair):
 
     reader = threading.Thread(target=read)
     reader.start()
-    time.sleep(0.1)
+    time.sleep(0.1)  # the reader is blocked in recv when the socket closes
     writer.close()
     reader.join(5)
     assert not reader.is_alive() and outcome

@@ -65,7 +65,7 @@ class ScriptedHandler(http.server.BaseHTTPRequestHandler):
         self.rfile.read(length)
         self.server.requests.append((self.command, self.path, dict(self.headers)))
         answer = self.server.next_answer()
-        time.sleep(answer.get("delay", 0))
+        time.sleep(answer.get("delay", 0))  # a slow answer, on cue
         body = answer.get("body", {})
         raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         self.send_response(answer["status"])

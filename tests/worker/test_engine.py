@@ -268,14 +268,14 @@ def test_progress_keeps_a_running_task_alive(api, database):
     wait_for(lambda: status_of(api, task["id"]) == "ASSIGNED")
     act(api, task["id"], "start")
     before = api.get(f"/api/v1/tasks/{task['id']}").json["deadline_at"]
-    time.sleep(1.2)
+    time.sleep(1.2)  # the deadline runs on real time: a progress report later pushes it
     after = act(api, task["id"], "progress", {"progress": 30}).json["deadline_at"]
     assert after > before
     time.sleep(1.2)  # past the first deadline, not the pushed one
     with database.transaction() as tx:
         assert sweeps.time_out_tasks(tx) == 0
     assert status_of(api, task["id"]) == "IN_PROGRESS"
-    time.sleep(1.0)
+    time.sleep(1.0)  # now past the pushed deadline too
     _sender(api)(jobs.TIME_OUT_TASKS)
     wait_for(lambda: api.get(f"/api/v1/tasks/{task['id']}").json["attempts"] == 1)
 

@@ -121,5 +121,5 @@ def _work_some(api, agents, rounds):
                     act(api, task["id"], "start", {"agent_id": agent["id"]})
                 act(api, task["id"], "complete", {"agent_id": agent["id"]})
             api.post(f"/api/v1/agents/{agent['id']}/heartbeat", json={"current_load": 10})
-        time.sleep(0.1)
+        time.sleep(0.1)  # the agents' pace between rounds of work
     return False

@@ -4,7 +4,6 @@ WORKER_METRICS_PORT, and logs JSON lines with the job's ids."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import requests
@@ -60,9 +59,12 @@ def test_worker_metrics_sum_its_pool_processes(settings, spare_redis_url, client
             timeout=30,
         )
         assert samples[key] == 1
-        time.sleep(0.5)  # the log line is flushed by the child
-        lines = [json.loads(x) for x in output(worker).splitlines() if x.startswith("{")]
-        (expired,) = [x for x in lines if x["logger"] == "orchestrator_worker.jobs"]
+
+        def job_lines():  # the child writes its log line after the job returned
+            lines = [json.loads(x) for x in output(worker).splitlines() if x.startswith("{")]
+            return [x for x in lines if x["logger"] == "orchestrator_worker.jobs"]
+
+        (expired,) = wait_for(job_lines)
         assert expired["job"] == jobs.EXPIRE_HEARTBEATS
         assert expired["request_id"] == "req-from-test" and expired["job_id"]
     finally:
