@@ -17,6 +17,7 @@ from orchestrator_api import (
     cors,
     database,
     errors,
+    heartbeats,
     idempotency,
     limits,
     openapi,
@@ -71,14 +72,13 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
     )
     app.json.sort_keys = False
-    from orchestrator_api.resources.agents import write_heartbeats
 
     job_sender = make_job_sender(settings)
     database_ = Database(settings, job_sender=job_sender)
     app.extensions["orchestrator"] = Extensions(
         settings=settings,
         database=database_,
-        heartbeats=GroupCommit(partial(write_heartbeats, database_)),
+        heartbeats=GroupCommit(partial(heartbeats.write_heartbeats, database_)),
         redis=redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
         celery=job_sender.client,
     )

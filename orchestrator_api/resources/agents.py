@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
-
 from flask import current_app
 from flask.views import MethodView
 
 from orchestrator_api import auth, pool_scope
 from orchestrator_api.database import db, in_transaction
 from orchestrator_api.resources.common import Blueprint, parse_id
-from orchestrator_api.resources.tasks import task_views
 from orchestrator_api.schemas.agents import (
     AgentListQuerySchema,
     AgentPageSchema,
@@ -22,25 +18,11 @@ from orchestrator_api.schemas.agents import (
 )
 from orchestrator_api.schemas.common import page_body
 from orchestrator_api.schemas.tasks import TaskListSchema
-from shared.db import Database
-from shared.errors import AgentNotFound
-from shared.models import Agent
+from orchestrator_api.views import agent_views, task_views
 from shared.services import agents as service
 from shared.services import cascades, statistics
 
 blp = Blueprint("agents", __name__, url_prefix="/api/v1/agents", description="Agents")
-
-FIELDS = tuple(c.key for c in Agent.__table__.columns)
-
-
-def agent_views(agents: list[Agent], held: dict | None = None) -> list[dict]:
-    held = held if held is not None else service.held_counts(db(), agent_ids=[a.id for a in agents])
-    figures = statistics.agent_figures(db(), agent_ids=[a.id for a in agents])
-    return [
-        {**{f: getattr(a, f) for f in FIELDS}, "active_tasks": held[a.id], **figures[a.id]}
-        for a in agents
-    ]
-
 
 @blp.route("")
 class Agents(MethodView):
@@ -92,21 +74,6 @@ def heartbeat(body, agent_id):
         return {**agent, **statistics.agent_figures(db(), agent_ids=[agent_id])[agent_id]}
     heartbeats = current_app.extensions["orchestrator"].heartbeats
     return heartbeats.submit((agent_id, body["current_load"]))
-
-
-def write_heartbeats(
-    database: Database, loads: Sequence[tuple[uuid.UUID, int]]
-) -> list[dict | AgentNotFound]:
-    """The heartbeats of several requests, in one transaction (shared/group_commit.py)."""
-    with database.transaction() as session:
-        agents = service.heartbeat_many(session, loads)
-        figures = statistics.agent_figures(session, agent_ids=agents)
-    return [
-        {**agents[agent_id], **figures[agent_id]}
-        if agent_id in agents
-        else AgentNotFound(f"Agent with ID {agent_id} not found")
-        for agent_id, _ in loads
-    ]
 
 
 @blp.route("/<agent_id>/tasks", methods=["GET"])

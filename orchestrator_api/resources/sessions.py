@@ -14,30 +14,10 @@ from orchestrator_api.schemas.sessions import (
     SessionPageSchema,
     SessionSchema,
 )
+from orchestrator_api.views import session_views
 from shared.services import sessions as service
 
 blp = Blueprint("sessions", __name__, url_prefix="/api/v1/sessions", description="Sessions")
-
-FIELDS = (
-    "id",
-    "pool",
-    "title",
-    "status",
-    "type",
-    "priority",
-    "initial_prompt",
-    "error",
-    "created_at",
-    "updated_at",
-    "started_at",
-    "completed_at",
-)
-
-
-def session_views(sessions) -> list[dict]:
-    progress = service.progress_of(db(), session_ids=[s.id for s in sessions])
-    return [{**{f: getattr(s, f) for f in FIELDS}, "progress": progress[s.id]} for s in sessions]
-
 
 @blp.route("")
 class Sessions(MethodView):

@@ -22,6 +22,7 @@ from orchestrator_api.schemas.tasks import (
     TaskPageSchema,
     TaskSchema,
 )
+from orchestrator_api.views import TASK_FIELDS, task_views
 from shared import metrics
 from shared.models import Task
 from shared.services import assignment, decomposition, task_creation
@@ -30,23 +31,6 @@ from shared.services import tasks as service
 from shared.unit_of_work import after_commit
 
 blp = Blueprint("tasks", __name__, url_prefix="/api/v1/tasks", description="Tasks")
-
-FIELDS = tuple(c.key for c in Task.__table__.columns)
-
-
-def task_views(tasks: list[Task]) -> list[dict]:
-    """Tasks with their dependencies and subtasks, in two queries for the whole page."""
-    ids = [t.id for t in tasks]
-    depends_on = service.dependencies_of(db(), task_ids=ids)
-    subtasks = service.subtasks_of_many(db(), task_ids=ids)
-    return [
-        {
-            **{f: getattr(t, f) for f in FIELDS},
-            "depends_on": depends_on[t.id],
-            "subtasks": subtasks[t.id],
-        }
-        for t in tasks
-    ]
 
 
 def task_view(task: Task) -> dict:
@@ -72,7 +56,7 @@ class Tasks(MethodView):
         # A new task's dependencies are the ones given and it has no subtasks yet: no
         # queries needed, so the commit (and the assignment job) comes sooner.
         return {
-            **{f: getattr(task, f) for f in FIELDS},
+            **{f: getattr(task, f) for f in TASK_FIELDS},
             "depends_on": sorted(body.get("depends_on") or []),
             "subtasks": [],
         }
