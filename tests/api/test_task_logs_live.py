@@ -121,3 +121,25 @@ def test_cli_logs_follow_prints_new_lines_until_the_task_finishes(live, held):
     assert follower.returncode == 0, err
     assert out.splitlines() == ["first line", "second line"]
     assert err.splitlines() == ["an error"]
+
+
+def test_the_python_client_appends_raw_output_and_reads_it_back(live, held):
+    from orchestrator_client import OrchestratorClient
+    from orchestrator_client.errors import Forbidden
+
+    agent = OrchestratorClient(live, held["token"], retries=1)
+    answer = agent.append_task_logs(
+        held["task"],
+        [{"stream": "stdout", "text": "bin\x00ary"}, {"stream": "stderr", "text": "lone \ud800"}],
+    )
+    assert answer == {"accepted": 2, "dropped": 0, "truncated": False, "last_seq": 2}
+    page = agent.task_logs(held["task"], after=1, limit=1)
+    assert [(i["seq"], i["stream"], i["text"]) for i in page["items"]] == [
+        (2, "stderr", "lone \ufffd")
+    ]
+    assert agent.task_logs(held["task"])["items"][0]["text"] == "bin\ufffdary"
+    stranger = OrchestratorClient(live, retries=0)  # development: no token, no agent named
+    with pytest.raises(Forbidden):
+        stranger.append_task_logs(held["task"], [{"stream": "stdout", "text": "x"}])
+    agent.close()
+    stranger.close()
