@@ -4,6 +4,7 @@ converters exclude `statistics` and `performance` (resources/common.IdConverter)
 
 from __future__ import annotations
 
+from orchestrator_api import pool_scope
 from orchestrator_api.database import db
 from orchestrator_api.resources.common import Blueprint
 from orchestrator_api.schemas.statistics import (
@@ -26,7 +27,7 @@ AGENT_PERFORMANCE = "performance"
 def session_statistics(query):
     """Sessions by status, the mean time from start to finish of the completed ones, and
     the share of finished sessions that completed; `pool` and `since` (created_at) filter."""
-    return service.session_statistics(db(), **query)
+    return service.session_statistics(db(), **query, pools=pool_scope.visible_pools())
 
 
 @blp.route(f"/agents/{AGENT_PERFORMANCE}", methods=["GET"])
@@ -35,4 +36,4 @@ def session_statistics(query):
 def agent_performance(query):
     """Live and active agents, their mean success rate and the tasks they completed, for
     the fleet (or `pool`) and per agent type."""
-    return service.agent_performance(db(), **query)
+    return service.agent_performance(db(), **query, pools=pool_scope.visible_pools())

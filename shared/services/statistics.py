@@ -18,7 +18,7 @@ figures from `agent_task_totals`, and the session statistics add up
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Float, and_, cast, func, literal, select, union_all
@@ -75,10 +75,15 @@ def agent_figures(db: Session, *, agent_ids: Iterable[uuid.UUID]) -> dict[uuid.U
 
 
 def session_statistics(
-    db: Session, *, pool: str | None = None, since: datetime | None = None
+    db: Session,
+    *,
+    pool: str | None = None,
+    pools: Collection[str] | None = None,
+    since: datetime | None = None,
 ) -> dict:
-    """Sessions (of `pool`, created at or after `since`) by status; the mean time from
-    start to finish of the COMPLETED ones; COMPLETED over finished.
+    """Sessions (of `pool`, of `pools` (a token scoped to pools), created at or after
+    `since`) by status; the mean time from start to finish of the COMPLETED ones;
+    COMPLETED over finished.
 
     Whole days come from `session_status_counts` (a few rows a day); with `since`, the
     day it falls in is counted from the sessions created from `since` to that day's end
@@ -91,6 +96,8 @@ def session_statistics(
     )
     if pool is not None:
         counts = counts.where(SessionStatusCounts.pool == pool)
+    if pools is not None:
+        counts = counts.where(SessionStatusCounts.pool.in_(sorted(pools)))
     parts = [counts]
     if since is not None:
         first_day = since.astimezone(UTC).date()
@@ -116,6 +123,8 @@ def session_statistics(
         )
         if pool is not None:
             edge = edge.where(WorkSession.pool == pool)
+        if pools is not None:
+            edge = edge.where(WorkSession.pool.in_(sorted(pools)))
         parts = [counts, edge]
     totals = union_all(*parts).subquery()
     query = select(
@@ -142,7 +151,9 @@ def session_statistics(
     }
 
 
-def agent_performance(db: Session, *, pool: str | None = None) -> dict:
+def agent_performance(
+    db: Session, *, pool: str | None = None, pools: Collection[str] | None = None
+) -> dict:
     """Live and active agents, the mean of the agents' success rates, the tasks completed:
     for the fleet (or `pool`) and per agent type. Agent counts are of live agents; task
     figures include deregistered agents' (their work stays done)."""
@@ -163,6 +174,8 @@ def agent_performance(db: Session, *, pool: str | None = None) -> dict:
     )
     if pool is not None:
         query = query.where(Agent.pool == pool)
+    if pools is not None:
+        query = query.where(Agent.pool.in_(sorted(pools)))
     empty = {
         "total_agents": 0,
         "active_agents": 0,

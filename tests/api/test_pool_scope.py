@@ -149,3 +149,12 @@ def test_a_malformed_pools_claim_is_401(client, claim):
     response = client.get("/api/v1/sessions", headers={"Authorization": f"Bearer {token}"})
     assert_error(response, 401, "UNAUTHORIZED")
     assert "pools" in response.json["error"]["message"]
+
+
+def test_the_figures_of_a_scoped_token_count_only_its_pools(client, foreign):
+    start_session(client, pool=OWN)
+    assert client.get("/api/v1/sessions/statistics").json["total"] == 2  # unscoped: both
+    scoped = client.get("/api/v1/sessions/statistics", headers=bearer()).json
+    assert scoped["total"] == 1 and scoped["by_status"]["RUNNING"] == 1
+    assert client.get("/api/v1/agents/performance").json["total_agents"] == 1
+    assert client.get("/api/v1/agents/performance", headers=bearer()).json["total_agents"] == 0
