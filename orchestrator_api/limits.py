@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "orchestrator"
 STORAGE_TIMEOUT_SECONDS = 1
 REGISTRATION_SCOPE = "agent-registration"
+TASK_LOG_SCOPE = "task-log-appends"
+TASK_LOG_APPEND_ENDPOINT = "task_logs.TaskLogs"
 
 
 def client_key() -> str:
@@ -42,6 +44,14 @@ def client_key() -> str:
 
 def _exempt() -> bool:
     return not auth.is_api_path(request.path)
+
+
+def _a_log_append() -> bool:
+    return request.endpoint == TASK_LOG_APPEND_ENDPOINT and request.method == "POST"
+
+
+def _not_a_log_append() -> bool:
+    return not _a_log_append()
 
 
 def _not_a_token_registration() -> bool:
@@ -54,11 +64,22 @@ def _not_a_token_registration() -> bool:
 
 
 def make_limiter(settings: Settings) -> Limiter:
-    limit = ApplicationLimit(
-        limit_provider=settings.rate_limit,
-        error_message=f"Rate limit exceeded ({settings.rate_limit} per client); "
+    everything_else = {
+        "limit_provider": settings.rate_limit,
+        "key_function": client_key,
+        "scope": "global",
+        "exempt_when": _a_log_append,
+        "error_message": f"Rate limit exceeded ({settings.rate_limit} per client); "
         "retry after the seconds in Retry-After",
-    )
+    }
+    log_appends = {
+        "limit_provider": settings.task_log_rate_limit,
+        "key_function": client_key,
+        "scope": TASK_LOG_SCOPE,
+        "exempt_when": _not_a_log_append,
+        "error_message": f"Task log limit exceeded ({settings.task_log_rate_limit} per "
+        "agent); retry after the seconds in Retry-After",
+    }
     registrations = {
         "limit_provider": settings.agent_registration_limit,
         "key_function": client_key,
@@ -70,7 +91,11 @@ def make_limiter(settings: Settings) -> Limiter:
     }
     limiter = Limiter(
         key_func=client_key,
-        application_limits=[limit, ApplicationLimit(**registrations)],
+        application_limits=[
+            ApplicationLimit(**everything_else),
+            ApplicationLimit(**registrations),
+            ApplicationLimit(**log_appends),
+        ],
         strategy="fixed-window",
         storage_uri=settings.redis_url,
         storage_options={
@@ -85,8 +110,9 @@ def make_limiter(settings: Settings) -> Limiter:
         # in memory, as in Redis: one budget per client over all routes, and the bound
         # on registrations
         in_memory_fallback=[
-            Limit(settings.rate_limit, key_function=client_key, scope="global", shared=True),
+            Limit(**everything_else, shared=True),
             Limit(**registrations, shared=True),
+            Limit(**log_appends, shared=True),
         ],
         # unknown /api/v1 paths count too (flask-limiter skips requests without endpoint)
         request_identifier=lambda: request.endpoint or "unrouted",

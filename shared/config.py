@@ -119,6 +119,10 @@ class Settings:
     # each registration mints an agent with a RATE_LIMIT of its own. Admins and operators,
     # who may act on every agent anyway, have only RATE_LIMIT.
     agent_registration_limit: str = "10/minute"
+    # Task log appends (POST /tasks/{id}/logs) per agent: a budget of their own, so a
+    # command's chatter never spends the RATE_LIMIT its agent needs for heartbeats and
+    # moves (a runner sends at most 4 batches a second per running task).
+    task_log_rate_limit: str = "1200/minute"
     token_max_ttl_seconds: int = DEFAULT_TOKEN_MAX_TTL_SECONDS
     ws_max_connections_per_client: int = 5
     # Open WebSockets per web process, at most: each holds a request thread of its own
@@ -226,6 +230,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "orchestrator_env": _one_of("development", "production"),
     "rate_limit": _rate_limit,
     "agent_registration_limit": _rate_limit,
+    "task_log_rate_limit": _rate_limit,
     "token_max_ttl_seconds": _int_between(300, 366 * 24 * 3600),
     "ws_max_connections_per_client": _int_between(1, 10_000),
     "ws_max_connections_per_process": _int_between(1, 100_000),

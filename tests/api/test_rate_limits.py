@@ -197,3 +197,42 @@ def test_the_registration_bound_holds_with_redis_down(settings, database):
     )
     response = client.post("/api/v1/agents/register", json=agent_body(), headers=registrar)
     assert "registration" in assert_error(response, 429, "RATE_LIMITED")["message"]
+
+
+def test_task_log_appends_have_a_budget_of_their_own(settings, database):
+    """A chatty command's log never spends the RATE_LIMIT its agent needs for heartbeats
+    and moves; its appends are bounded by TASK_LOG_RATE_LIMIT instead."""
+    flask_app = make_app(settings, database, task_log_rate_limit="8/minute")
+    client = flask_app.test_client()
+    client.environ_base["REMOTE_ADDR"] = new_address()
+    admin = bearer(unique_sub(), "admin")
+    agent = client.post(
+        "/api/v1/agents/register", json=agent_body(unique_sub()), headers=admin
+    ).json
+    own = {"Authorization": f"Bearer {agent['token']}"}
+    session = client.post("/api/v1/sessions", json={"title": "logs"}, headers=admin).json
+    client.post(f"/api/v1/sessions/{session['id']}/start", headers=admin)
+    task = client.post(
+        "/api/v1/tasks",
+        json={"session_id": session["id"], "title": "t", "required_capabilities": ["TESTING"]},
+        headers=admin,
+    ).json
+    assigned = client.post(
+        f"/api/v1/tasks/{task['id']}/assign", json={"agent_id": agent["id"]}, headers=admin
+    )
+    assert assigned.status_code == 200, assigned.json
+    assert client.post(f"/api/v1/tasks/{task['id']}/start", headers=own).status_code == 200
+    batch = {"lines": [{"stream": "stdout", "text": "hello"}]}
+    for expected_remaining in range(7, -1, -1):
+        posted = client.post(f"/api/v1/tasks/{task['id']}/logs", json=batch, headers=own)
+        assert posted.status_code == 202, posted.json
+        assert posted.headers["X-RateLimit-Limit"] == "8"
+        assert posted.headers["X-RateLimit-Remaining"] == str(expected_remaining)
+    refused = client.post(f"/api/v1/tasks/{task['id']}/logs", json=batch, headers=own)
+    assert "Task log limit" in assert_error(refused, 429, "RATE_LIMITED")["message"]
+    # the agent's own budget is untouched by its eight appends: one call spent (start)
+    beat = client.post(
+        f"/api/v1/agents/{agent['id']}/heartbeat", json={"current_load": 1}, headers=own
+    )
+    assert beat.status_code == 200
+    assert beat.headers["X-RateLimit-Remaining"] == str(LIMIT - 2)
