@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 RESULT_FILE_MAX_BYTES = 512 * 1024
 ERROR_MAX_CHARS = 10_000
 NOT_RUNNABLE = {126: "command not executable", 127: "command not found"}
+# After the command's end, how long its last lines may take to be sent (a 429 on the log
+# budget, TASK_LOG_RATE_LIMIT, is waited out within its window, a minute by default).
+LOG_FINISH_SECONDS = 65.0
 
 
 @dataclass
@@ -266,7 +269,7 @@ class CommandRunner(ReferenceAgent):
                 output.close()
                 self.echo(f"{self.name}: {title!r} stopped: {run.lost}")
                 return
-            output.finish(timeout=10)
+            output.finish(timeout=LOG_FINISH_SECONDS)
             self._report(task, code, output, result_file, began)
         finally:
             shutil.rmtree(private, ignore_errors=True)

@@ -41,22 +41,27 @@ STACK_ENV = {
 
 
 @pytest.fixture(scope="module")
-def stack(settings, database, tmp_path_factory):
-    """web, worker and beat on a Redis db of their own (no other worker takes their
-    jobs, so the short expiry settings hold), and the run's database."""
+def stack_settings(settings, database):
+    """The run's database and a Redis db of the stack's own (no other worker takes its
+    jobs, so the short expiry settings hold)."""
     empty_tables(database)
     with claimed_redis_url(use_env=False) as redis_url:
-        own = settings.with_overrides(redis_url=redis_url)
-        with running_web(own, **STACK_ENV) as base:
-            schedule = tmp_path_factory.mktemp("beat") / "schedule"
-            worker = start("worker", own, **STACK_ENV)
-            beat = start("beat", own, CELERY_BEAT_SCHEDULE=str(schedule), **STACK_ENV)
-            try:
-                yield base
-            finally:
-                stop(beat)
-                stop(worker)
+        yield settings.with_overrides(redis_url=redis_url)
     empty_tables(database)
+
+
+@pytest.fixture(scope="module")
+def stack(stack_settings, tmp_path_factory):
+    """web, worker and beat."""
+    with running_web(stack_settings, **STACK_ENV) as base:
+        schedule = tmp_path_factory.mktemp("beat") / "schedule"
+        worker = start("worker", stack_settings, **STACK_ENV)
+        beat = start("beat", stack_settings, CELERY_BEAT_SCHEDULE=str(schedule), **STACK_ENV)
+        try:
+            yield base
+        finally:
+            stop(beat)
+            stop(worker)
 
 
 @pytest.fixture
