@@ -24,6 +24,7 @@ from shared.services import cascades, statistics
 
 blp = Blueprint("agents", __name__, url_prefix="/api/v1/agents", description="Agents")
 
+
 @blp.route("")
 class Agents(MethodView):
     @blp.arguments(AgentListQuerySchema, location="query")

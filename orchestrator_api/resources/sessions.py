@@ -19,6 +19,7 @@ from shared.services import sessions as service
 
 blp = Blueprint("sessions", __name__, url_prefix="/api/v1/sessions", description="Sessions")
 
+
 @blp.route("")
 class Sessions(MethodView):
     @blp.arguments(SessionListQuerySchema, location="query")
