@@ -19,10 +19,7 @@ from shared.config import Settings
 from shared.db import Database
 from tests.support import ROOT
 from tests.support.database import empty_tables
-
-# Re-exported until the modules importing them from here move to tests.support.
-from tests.support.redis_claim import CLAIM_KEY, claim_redis_db, claimed_redis_url  # noqa: F401, I001
-from tests.support.waiting import wait_for  # noqa: F401
+from tests.support.redis_claim import claimed_redis_url
 
 SERVER_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -44,6 +41,8 @@ def settings() -> Settings:
             redis_url=redis_url,
             log_level="WARNING",
             rate_limit=UNLIMITED_RATE,  # tests/api/test_rate_limits.py tests the limit
+            # `make test-rabbitmq` runs the engine tests with RabbitMQ as the broker
+            celery_broker_url=os.environ.get("TEST_CELERY_BROKER_URL", ""),
         )
         try:
             _migrate(test_settings)
@@ -133,7 +132,7 @@ def celery_worker(settings):
     from orchestrator_worker import runtime
     from orchestrator_worker.celery_app import app as celery_app
 
-    celery_app.conf.broker_url = settings.redis_url
+    celery_app.conf.broker_url = settings.broker_url
     runtime.configure(settings)
     with start_worker(
         celery_app,

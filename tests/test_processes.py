@@ -12,18 +12,7 @@ import requests
 import yaml
 
 from tests.support import ROOT
-
-# Re-exported until the modules importing them from here move to tests.support.
-from tests.support.processes import (
-    BIN,
-    free_port,
-    output,
-    procfile,
-    running_web,  # noqa: F401, I001
-    start,
-    stop,
-    wait_for_http,
-)
+from tests.support.processes import BIN, free_port, output, procfile, start, stop, wait_for_http
 
 
 def test_procfile_has_every_process():

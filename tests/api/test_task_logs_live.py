@@ -14,18 +14,13 @@ import pytest
 import requests
 from simple_websocket import Client
 
-from tests.conftest import ROOT, empty_tables
-from tests.test_processes import running_web
+from tests.support import ROOT
+from tests.support.live_server import live_server_fixture
 
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.process]
 
 
-@pytest.fixture(scope="module")
-def live(settings, database):
-    empty_tables(database)
-    with running_web(settings) as base:
-        yield base
-    empty_tables(database)
+live = live_server_fixture(worker=False)
 
 
 def call(method, url, body=None, token=None):

@@ -14,12 +14,7 @@ import shutil
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.support.browser import (
-    TIMEOUT_MS,
-    WEB_ENV,
-    Api,
-    open_dashboard,  # noqa: F401  (re-exported until importers move)
-)
+from tests.support.browser import TIMEOUT_MS, WEB_ENV, Api
 from tests.support.live_server import live_server_fixture
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

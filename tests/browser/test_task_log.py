@@ -9,8 +9,8 @@ import uuid
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import open_dashboard
-from tests.conftest import wait_for
+from tests.support.browser import open_dashboard
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.browser]
 

@@ -11,8 +11,8 @@ from sqlalchemy import text
 
 from orchestrator_client import OrchestratorClient, ValidationError, WebhookNotFound
 from shared.db import Database
-from tests.conftest import wait_for
-from tests.test_processes import running_web
+from tests.support.processes import running_web
+from tests.support.waiting import wait_for
 from tests.worker.webhook_receiver import Receiver
 
 
@@ -24,6 +24,7 @@ def api(settings, celery_worker):
         yield OrchestratorClient(base_url, retries=2, backoff=0.1)
 
 
+@pytest.mark.process
 def test_webhook_methods(api):
     with Receiver() as receiver:
         created = api.create_webhook(receiver.url("/ok"), ["task.*"], secret="s" * 16)

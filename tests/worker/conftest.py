@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.waiting import wait_for  # noqa: F401  (re-exported until importers move)
-
 
 @pytest.fixture(scope="session")
 def engine_app(settings, celery_worker):

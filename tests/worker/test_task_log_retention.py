@@ -11,7 +11,7 @@ from orchestrator_api.jobs import make_job_sender
 from shared import jobs
 from shared.models import TaskLogLine
 from tests.api.helpers import act, make_task, register, start_session
-from tests.worker.conftest import wait_for
+from tests.support.waiting import wait_for
 
 
 def log_lines(database, task_id) -> int:

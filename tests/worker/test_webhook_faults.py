@@ -11,6 +11,7 @@ import signal
 import uuid
 from collections import Counter
 
+import pytest
 from sqlalchemy import func, select
 
 from orchestrator_api.jobs import make_job_sender
@@ -18,9 +19,11 @@ from shared import events, relay
 from shared.db import Database
 from shared.models.webhook import WebhookDelivery
 from shared.services import webhooks
-from tests.conftest import wait_for
-from tests.test_processes import free_port, start, stop
+from tests.support.processes import free_port, start, stop
+from tests.support.waiting import wait_for
 from tests.worker.webhook_receiver import Receiver
+
+pytestmark = pytest.mark.chaos
 
 EVENTS_BEFORE = 150
 EVENTS_WHILE_DEAD = 50

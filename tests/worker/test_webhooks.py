@@ -21,7 +21,7 @@ from shared.db import Database
 from shared.models import OutboxEvent
 from shared.models.webhook import Webhook, WebhookDelivery
 from shared.services import webhooks
-from tests.conftest import wait_for
+from tests.support.waiting import wait_for
 from tests.worker.webhook_receiver import Receiver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
