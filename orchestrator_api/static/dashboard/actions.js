@@ -1,8 +1,8 @@
 /* Dashboard: the actions the current state allows (the API's state machines: docs/API.md,
  * "Sessions" and "Tasks"), as buttons; none where the token may not write. */
 
-import { auth } from "./auth.js";
 import { api, failure } from "./http.js";
+import { canWrite } from "./token.js";
 import { FINISHED, el, say } from "./util.js";
 
 /* ---------- sessions ---------- */
@@ -52,7 +52,7 @@ export function actionButtons(getSession, onDone) {
 }
 
 export function syncActions(group, session) {
-  const write = auth.canWrite();
+  const write = canWrite();
   for (const button of group.querySelectorAll("button")) {
     button.hidden = !write || !sessionAllows(session, button.dataset.action);
     button.setAttribute("aria-label", `${button.textContent} session ${session ? session.title : ""}`);
@@ -65,7 +65,7 @@ export function syncActions(group, session) {
  * not a parent, in a RUNNING session; retry (a new task with the same fields) when it
  * failed or was cancelled and its session can still take tasks. */
 export function taskActions(task, session, hasSubtasks) {
-  if (!auth.canWrite() || !task) return [];
+  if (!canWrite() || !task) return [];
   const open = session && !FINISHED.has(session.status);
   const actions = [];
   if (task.status === "PENDING" && !hasSubtasks && !task.decomposition_template &&

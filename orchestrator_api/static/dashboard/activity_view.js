@@ -3,9 +3,9 @@
  * holds (activity.js): no HTTP at all. */
 
 import { events, onActivity, perMinute } from "./activity.js";
-import { go, query } from "./app.js";
 import { barChart, lineChart } from "./chart.js";
 import { agentName, sessionTitles, taskTitles } from "./names.js";
+import { go, query } from "./router.js";
 import { Stream, sharedStreams } from "./streams.js";
 import { $, badge, el, shortId } from "./util.js";
 

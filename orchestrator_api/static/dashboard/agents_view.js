@@ -4,11 +4,11 @@
  * cannot tell (a new agent's name, a newly held task's title) is fetched again, in the
  * background (budget.js). */
 
-import { go, query } from "./app.js";
 import { refresher } from "./budget.js";
 import { apiAll } from "./http.js";
 import { LiveView } from "./live_view.js";
 import { learnAgents, learnTasks, taskTitles } from "./names.js";
+import { go, query } from "./router.js";
 import { $, HELD, UNKNOWN, ago, badge, el, plural, shortId } from "./util.js";
 
 export class AgentsView extends LiveView {

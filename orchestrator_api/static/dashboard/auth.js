@@ -1,49 +1,23 @@
-/* Dashboard: the token (kept in the tab's sessionStorage), the form that asks for it, and
- * what it allows: the role comes from the token's claims (a JWT's payload is not secret;
- * the server checks the signature), and a token that may not write sees no write controls. */
+/* Dashboard: the form that asks for a token, checks it and keeps it (token.js), the page's
+ * controls following the token's role, and the probe that tells a refused socket's cause. */
 
-import { startApp, stopApp } from "./app.js";
 import { api } from "./http.js";
-import { $, TOKEN_KEY, body, config, notice } from "./util.js";
+import { startApp, stopApp } from "./lifecycle.js";
+import { canWrite, currentToken, forgetToken, keepToken, onRefused, role } from "./token.js";
+import { $, body, config, notice } from "./util.js";
 
-const WRITERS = new Set(["admin", "operator"]);
 const PROBE_EVERY_MS = 60000;
 
-/** The claims of a JWT, unverified (for display only); null when it is not one. */
-export function claims(token) {
-  try {
-    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    const json = decodeURIComponent(Array.from(atob(part.padEnd(Math.ceil(part.length / 4) * 4,
-      "=")), (c) => `%${c.charCodeAt(0).toString(16).padStart(2, "0")}`).join(""));
-    const value = JSON.parse(json);
-    return value && typeof value === "object" ? value : null;
-  } catch (error) {
-    return null;
-  }
-}
-
 export const auth = {
-  token: window.sessionStorage.getItem(TOKEN_KEY) || null,
   probing: false,
   lastProbe: 0,
 
-  /** The token's role; null without a token (development: the server lets it write). */
-  role() {
-    if (!this.token) return null;
-    const found = claims(this.token);
-    return (found && found.role) || "unknown";
-  },
-
-  canWrite() {
-    return !this.token || WRITERS.has(this.role());
-  },
-
   /** The page's controls follow the role: CSS hides .write-control where it may not. */
   applyRole() {
-    body.dataset.canWrite = this.canWrite() ? "true" : "false";
-    const role = this.role();
-    $("#role").textContent = role ? `${role}${this.canWrite() ? "" : " (read only)"}` : "";
-    $("#role").hidden = !role;
+    body.dataset.canWrite = canWrite() ? "true" : "false";
+    const name = role();
+    $("#role").textContent = name ? `${name}${canWrite() ? "" : " (read only)"}` : "";
+    $("#role").hidden = !name;
   },
 
   show(message, isError) {
@@ -62,16 +36,11 @@ export const auth = {
   },
 
   refused(message) {
-    const hadToken = Boolean(this.token);
-    this.forget();
+    const hadToken = Boolean(currentToken());
+    forgetToken();
     this.show(hadToken
       ? `The server refused the token: ${message}. Enter another token.`
       : `This server requires a token: ${message}.`, true);
-  },
-
-  forget() {
-    this.token = null;
-    window.sessionStorage.removeItem(TOKEN_KEY);
   },
 
   async submit(event) {
@@ -92,8 +61,7 @@ export const auth = {
       $("#token-input").select();
       return;
     }
-    this.token = token;
-    window.sessionStorage.setItem(TOKEN_KEY, token);
+    keepToken(token);
     error.textContent = "";
     notice("Token accepted.");
     startApp();
@@ -115,6 +83,8 @@ export const auth = {
   },
 
   updateButton() {
-    $("#token-button").textContent = this.token ? "Sign out" : "Set token";
+    $("#token-button").textContent = currentToken() ? "Sign out" : "Set token";
   },
 };
+
+onRefused((message) => auth.refused(message));

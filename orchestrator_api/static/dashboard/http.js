@@ -2,8 +2,8 @@
  * every page of a list. Each call is counted (budget.js); a 429 pauses the page's
  * background fetches until its Retry-After instead of raising a message per call. */
 
-import { auth } from "./auth.js";
 import { limited, spent } from "./budget.js";
+import { currentToken, refused } from "./token.js";
 
 /* ---------- HTTP ---------- */
 
@@ -16,7 +16,7 @@ export class ApiError extends Error {
   }
 }
 
-export async function api(method, path, payload, token = auth.token) {
+export async function api(method, path, payload, token = currentToken()) {
   const headers = { Accept: "application/json" };
   if (payload !== undefined) headers["Content-Type"] = "application/json";
   if (token) headers.Authorization = `Bearer ${token}`;
@@ -49,7 +49,7 @@ export async function api(method, path, payload, token = auth.token) {
     detail.message || response.statusText || `HTTP ${response.status}`,
     retryAfter,
   );
-  if (response.status === 401 && token === auth.token) auth.refused(error.message);
+  if (response.status === 401 && token === currentToken()) refused(error.message);
   if (response.status === 429) limited(retryAfter);
   throw error;
 }

@@ -1,19 +1,22 @@
-/* Dashboard: one session, its tasks as a dependency graph, live from /ws/sessions (the
- * events of this session: every tab shares that one socket); creating and decomposing
- * tasks; a task's detail (task_detail.js) at #/sessions/{id}?task={task id}. Statuses,
- * holders and times follow the events; a new task's fields are fetched in the background
- * (budget.js), one fetch for a burst. */
+/* Dashboard: one session's page, live from /ws/sessions (the events of this session: every
+ * tab shares that one socket): its summary (session_summary.js), its tasks as a dependency
+ * graph (task_graph.js), the forms that create and decompose tasks (session_forms.js), a
+ * task's detail (task_detail.js) at #/sessions/{id}?task={task id}. Statuses, holders and
+ * times follow the events (session_events.js); a new task's fields are fetched in the
+ * background (budget.js), one fetch for a burst. */
 
 import { actionButtons, syncActions } from "./actions.js";
-import { go } from "./app.js";
 import { refresher } from "./budget.js";
 import { api, apiAll } from "./http.js";
-import { LiveView, countTasks, progressBar } from "./live_view.js";
+import { LiveView } from "./live_view.js";
 import { learnSessions, learnTasks, onNames } from "./names.js";
+import { go } from "./router.js";
+import { applySessionStatus, applyTaskEvent } from "./session_events.js";
 import { SessionForms } from "./session_forms.js";
+import { clearSummary, renderSummary } from "./session_summary.js";
 import { TaskDetail } from "./task_detail.js";
 import { TaskGraph } from "./task_graph.js";
-import { $, FINISHED, HELD, badge, el, say, when } from "./util.js";
+import { $, FINISHED, say } from "./util.js";
 
 export class SessionView extends LiveView {
   constructor() {
@@ -44,9 +47,8 @@ export class SessionView extends LiveView {
     this.id = id;
     this.session = null;
     this.tasks = new Map();
-    $("#session-title-heading").textContent = "Session";
+    clearSummary("Session");
     syncActions(this.actions, null);
-    $("#session-summary").replaceChildren();
     $("#graph").replaceChildren();
     $("#graph-empty").hidden = true;
     this.taskParam = params.get("task");
@@ -127,14 +129,7 @@ export class SessionView extends LiveView {
     const p = message.payload || {};
     if (p.session_id !== this.id) return;
     if (message.type === "session.status_changed") {
-      if (!this.session) return;
-      const session = this.session;
-      session.status = p.status;
-      if (p.status === "RUNNING" && !session.started_at) session.started_at = message.timestamp;
-      if (FINISHED.has(p.status)) {
-        session.completed_at = session.completed_at || message.timestamp;
-        if (p.status === "FAILED") this.refresh(); // the error is only in the session
-      }
+      if (this.session && applySessionStatus(this.session, message)) this.refresh();
       return;
     }
     if (!message.type.startsWith("task.")) return;
@@ -147,21 +142,7 @@ export class SessionView extends LiveView {
       this.refreshTasks(); // a new task: its title and the rest come from the server
       return;
     }
-    if (message.type === "task.decomposed") {
-      task.decomposition_template = p.template || task.decomposition_template;
-    } else if (p.status) {
-      task.status = p.status;
-      task.updated_at = message.timestamp;
-      if (p.status === "PENDING" && p.previous_status && HELD.has(p.previous_status)) {
-        task.assigned_agent_id = null; // released: an attempt counted
-        task.attempts = (task.attempts || 0) + 1;
-      } else if ("agent_id" in p && p.agent_id) {
-        task.assigned_agent_id = p.agent_id;
-      }
-      if (p.status === "ASSIGNED") task.assigned_at = message.timestamp;
-      if (p.status === "IN_PROGRESS" && !task.started_at) task.started_at = message.timestamp;
-      if (FINISHED.has(p.status)) task.completed_at = task.completed_at || message.timestamp;
-    }
+    applyTaskEvent(task, message);
     this.detail.event(message);
   }
 
@@ -171,31 +152,16 @@ export class SessionView extends LiveView {
   }
 
   fatal(reason) {
-    $("#session-title-heading").textContent = "Session not found";
+    clearSummary("Session not found");
     say(`This session does not exist (${reason}).`, "error");
   }
 
   render() {
     if (!this.session) return;
-    const session = this.session;
     const tasks = [...this.tasks.values()];
-    $("#session-title-heading").textContent = session.title;
-    syncActions(this.actions, session);
-    const progress = countTasks(tasks);
-    const summary = [
-      ["Status", badge(session.status)],
-      ["Priority", session.priority],
-      ["Type", session.type],
-      ["Progress", progressBar(progress)],
-      ["Created", when(session.created_at)],
-    ];
-    if (session.started_at) summary.push(["Started", when(session.started_at)]);
-    if (session.completed_at) summary.push(["Finished", when(session.completed_at)]);
-    if (session.error) summary.push(["Error", session.error]);
-    $("#session-summary").replaceChildren(...summary.map(([term, value]) =>
-      el("div", { class: "summary-item" }, el("dt", { text: term }), el("dd", {}, value))));
-    $("#session-summary").dataset.status = session.status;
-    $("#session-forms").hidden = FINISHED.has(session.status);
+    renderSummary(this.session, tasks);
+    syncActions(this.actions, this.session);
+    $("#session-forms").hidden = FINISHED.has(this.session.status);
     this.graph.renderGraph(tasks);
     this.forms.renderFormOptions(tasks);
   }

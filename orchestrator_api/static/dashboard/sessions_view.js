@@ -4,10 +4,10 @@
  * background (budget.js). */
 
 import { actionButtons, syncActions } from "./actions.js";
-import { go, query } from "./app.js";
 import { api, failure } from "./http.js";
 import { LiveView, moveCount, progressBar } from "./live_view.js";
 import { learnSessions } from "./names.js";
+import { go, query } from "./router.js";
 import { $, PAGE_SIZE, UNKNOWN, badge, el, plural, say, when } from "./util.js";
 
 export class SessionsView extends LiveView {

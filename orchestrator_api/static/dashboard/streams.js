@@ -6,6 +6,7 @@
 
 import { auth } from "./auth.js";
 import { StreamHub } from "./stream_hub.js";
+import { currentToken } from "./token.js";
 import { $, banner, config } from "./util.js";
 
 const ALIVE_MS = 30000;
@@ -116,7 +117,7 @@ export class Stream {
     this.sub = `${tabId}:${counter}`;
     bySub.set(this.sub, this);
     getTransport().post({ op: "subscribe", sub: this.sub, path: this.path,
-      token: auth.token || "", backlog: this.backlog && !this.opened });
+      token: currentToken() || "", backlog: this.backlog && !this.opened });
   }
 
   receive(data) {

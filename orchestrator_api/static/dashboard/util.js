@@ -76,7 +76,7 @@ export function when(iso) {
 
 /* ---------- messages ---------- */
 
-export let messageTimer = null;
+let messageTimer = null;
 
 export function say(text, kind = "info") {
   const box = $("#message");
