@@ -321,6 +321,9 @@ class CommandRunner(ReferenceAgent):
             why = f"exit code {code}"
             if code in NOT_RUNNABLE:
                 why += f" ({NOT_RUNNABLE[code]}: {self.command!r})"
+            elif code > 128 and _signal_name(code - 128) != str(code - 128):
+                # the shell's way of saying its command died of signal N
+                why += f" (killed by signal {_signal_name(code - 128)})"
             retryable = code not in self.permanent_exit_codes
         stderr = output.tail("stderr")
         error = why + ("\n" + "\n".join(stderr) if stderr else "")

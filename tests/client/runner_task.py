@@ -54,6 +54,10 @@ elif mode == "flaky":  # fails its first attempt
         print("flaky: first attempt fails", file=sys.stderr)
         sys.exit(3)
     write_result()
+elif mode == "killed":  # dies of SIGKILL on its first attempt
+    if attempt == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    write_result()
 elif mode == "permanent":
     print("broken for good", file=sys.stderr)
     sys.exit(int(argument or 5))

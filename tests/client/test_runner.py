@@ -240,12 +240,17 @@ def test_failures_retry_or_fail_for_good(api, runners):
     sid = running_session(api, "retries")
     flaky = api.create_task(sid, "flaky", description="flaky", required_capabilities=["TESTING"])
     silent = api.create_task(sid, "silent", description="silent", required_capabilities=["TESTING"])
+    killed = api.create_task(sid, "killed", description="killed", required_capabilities=["TESTING"])
     flaky = settled(api, flaky["id"])
     assert flaky["status"] == "COMPLETED" and flaky["attempts"] == 1, flaky
     assert flaky["result"]["attempt"] == 2
     assert flaky["result"]["cwd"] == os.path.join(workdirs, f"{flaky['id']}-2")
     assert sorted(os.listdir(workdirs))[:2] == sorted(f"{flaky['id']}-{n}" for n in (1, 2))
     assert flaky["error"].startswith("exit code 3\n") and "first attempt fails" in flaky["error"]
+    killed = settled(api, killed["id"])
+    assert (killed["status"], killed["attempts"]) == ("COMPLETED", 1), killed
+    # the shell says 128 + 9, and "Killed" on stderr
+    assert killed["error"] == "exit code 137 (killed by signal SIGKILL)\nKilled"
     silent = settled(api, silent["id"])
     assert silent["status"] == "COMPLETED"
     assert silent["result"]["exit_code"] == 0
