@@ -128,6 +128,8 @@ def run() -> list[Result]:
             done = receiver.wait_for(expected, DELIVERY_TIMEOUT_SECONDS)
             sampler.stop()
             peak_queue = max(sampler.lengths, default=0)
+            if not done:
+                print("  not all delivered:", delivery_states(database))
             last = max(receiver.arrived.get(event_id, 0.0) for event_id in burst_ids)
             throughput = BURST / (last - began) if done else 0.0
             send.client.close()
@@ -247,6 +249,15 @@ def commit_burst(database: Database, count: int) -> tuple[list[str], float]:
         if len(ids) >= count or time.monotonic() > deadline:
             return [str(i) for i in ids], began
         time.sleep(0.05)
+
+
+def delivery_states(database: Database) -> list[tuple]:
+    query = text(
+        "SELECT status, left(last_error, 80) AS error, count(*) FROM webhook_deliveries "
+        "GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 5"
+    )
+    with database.engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(query)]
 
 
 def receiver_floor(url: str, count: int) -> float:
