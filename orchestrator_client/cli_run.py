@@ -77,13 +77,19 @@ def agent() -> None:
     type=click.IntRange(1, 100),
     help="Tasks worked on at once (the agent's max_concurrent_tasks).",
 )
-@click.option("--work-seconds", default=3.0, show_default=True, type=click.FloatRange(0))
+@click.option(
+    "--work-seconds",
+    default=3.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Simulated work per task (not with --exec).",
+)
 @click.option(
     "--fail-rate",
     default=0.0,
     show_default=True,
     type=click.FloatRange(0, 1),
-    help="Share of tasks failed (as retryable) instead of completed.",
+    help="Share of tasks failed (as retryable) instead of completed (not with --exec).",
 )
 @click.option("--heartbeat-seconds", default=5.0, show_default=True, type=click.FloatRange(0.1))
 @click.option(

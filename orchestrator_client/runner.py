@@ -55,6 +55,7 @@ class TaskRun:
     task_id: str
     attempts: int = 0  # this attempt's number, once started
     lost: str = ""  # why the task is no longer ours; set once
+    reporting: bool = False  # its command ended: what follows is its own report
     ended: threading.Event = field(default_factory=threading.Event)
     lost_event: threading.Event = field(default_factory=threading.Event)
 
@@ -194,7 +195,7 @@ class CommandRunner(ReferenceAgent):
     def _confirm_lost(self, run: TaskRun, hint: str) -> None:
         """A hint that a task is no longer ours, checked against the task itself (an old
         event must not end a newer attempt)."""
-        if not run.attempts or run.lost_event.is_set():
+        if not run.attempts or run.reporting or run.lost_event.is_set():
             return
         try:
             task = self.api.get_task(run.task_id)
@@ -269,6 +270,7 @@ class CommandRunner(ReferenceAgent):
                 output.close()
                 self.echo(f"{self.name}: {title!r} stopped: {run.lost}")
                 return
+            run.reporting = True  # a refused report says itself that the task was lost
             output.finish(timeout=LOG_FINISH_SECONDS)
             self._report(task, code, output, result_file, began)
         finally:
