@@ -22,37 +22,58 @@ log = logging.getLogger(__name__)
 JOB_OPTIONS = {"acks_late": True, "ignore_result": True}
 # A retry due within this long is sent at once with a countdown; later ones by the sweep.
 COUNTDOWN_LIMIT_SECONDS = 60.0
+# Deliveries one job makes at most, going on with its webhook's backlog.
+CHAIN_LIMIT = 100
 
 
 @shared_task(name=jobs.DELIVER_WEBHOOK, **JOB_OPTIONS)
-def deliver_webhook(delivery_id: str) -> str:
+def deliver_webhook(delivery_id: str) -> int:
+    """Deliver one, then go on with the same webhook's due deliveries while they succeed
+    (those its claim left for the webhook's jobs in flight, WEBHOOK_MAX_IN_FLIGHT);
+    returns how many attempts it made."""
+    next_id: uuid.UUID | None = uuid.UUID(delivery_id)
+    attempts = 0
+    while next_id is not None and attempts < CHAIN_LIMIT:
+        next_id = _attempt(next_id)
+        attempts += 1
+    if next_id is not None:  # a long backlog: a fresh job goes on with it
+        deliver_webhook.delay(str(next_id))
+    return attempts
+
+
+def _attempt(delivery_id: uuid.UUID) -> uuid.UUID | None:
+    """One attempt; the webhook's next due delivery if it succeeded."""
     database = runtime.database()
     with database.transaction() as db:
-        attempt = webhooks.claim(db, delivery_id=uuid.UUID(delivery_id))
+        attempt = webhooks.claim(db, delivery_id=delivery_id)
     if attempt is None:
-        return "nothing to do"
+        return None
     outcome = webhook_http.post(attempt.url, attempt.body, attempt.headers, database.settings)
+    retry_soon = next_id = None
     with database.transaction() as db:
         recorded = webhooks.record_outcome(db, attempt=attempt, outcome=outcome)
-        if recorded is not None and recorded.retry_in is not None:
-            soon = recorded.retry_in <= COUNTDOWN_LIMIT_SECONDS
-            if soon:
-                due = datetime.now(UTC) + timedelta(seconds=recorded.retry_in)
-                webhooks.mark_sent(db, delivery_id=attempt.delivery_id, at=due)
-    if recorded is None:
-        return "superseded"
-    if recorded.retry_in is not None and soon:
-        deliver_webhook.apply_async((delivery_id,), countdown=recorded.retry_in)
-    if recorded.disabled_webhook is not None:
+        retry_in = recorded.retry_in if recorded is not None else None
+        if retry_in is not None and retry_in <= COUNTDOWN_LIMIT_SECONDS:
+            retry_soon = retry_in
+            due = datetime.now(UTC) + timedelta(seconds=retry_soon)
+            webhooks.mark_sent(db, delivery_id=delivery_id, at=due)
+        if recorded is not None and recorded.status == webhooks.SUCCEEDED:
+            next_id = webhooks.next_due(db, webhook_id=attempt.webhook_id)
+    if retry_soon is not None:
+        deliver_webhook.apply_async((str(delivery_id),), countdown=retry_soon)
+    if recorded is not None and recorded.disabled_webhook is not None:
         log.warning("webhook %s disabled after consecutive failures", recorded.disabled_webhook)
     log.info(
         "webhook delivery %s attempt %d: %s",
         delivery_id,
         attempt.attempt,
         outcome.status_code or outcome.error,
-        extra={"delivery_id": delivery_id, "status": recorded.status},
+        extra={
+            "delivery_id": str(delivery_id),
+            "status": recorded.status if recorded else "superseded",
+        },
     )
-    return recorded.status
+    return next_id
 
 
 @shared_task(name=jobs.SWEEP_WEBHOOK_DELIVERIES, **JOB_OPTIONS)

@@ -169,6 +169,9 @@ class Settings:
     webhook_disable_after_failures: int = 20
     # A delivery whose job has not run this long after it was sent gets another job.
     webhook_redispatch_seconds: float = 60.0
+    # Deliveries in flight to one webhook at most, so a slow receiver holds only that
+    # many of the webhooks worker's threads.
+    webhook_max_in_flight: int = 4
 
     @property
     def is_production(self) -> bool:
@@ -261,6 +264,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "webhook_retry_window_seconds": _float_between(1, 7 * 86_400),
     "webhook_disable_after_failures": _int_between(1, 10_000),
     "webhook_redispatch_seconds": _float_between(0.5, 86_400),
+    "webhook_max_in_flight": _int_between(1, 1_000),
 }
 
 

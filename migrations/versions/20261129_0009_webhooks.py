@@ -80,6 +80,18 @@ def upgrade() -> None:
         ["next_attempt_at"],
         postgresql_where=sa.text("status = 'PENDING'"),
     )
+    op.create_index(
+        "ix_webhook_deliveries_pending_webhook_id_next_attempt_at",
+        "webhook_deliveries",
+        ["webhook_id", "next_attempt_at"],
+        postgresql_where=sa.text("status = 'PENDING'"),
+    )
+    op.create_index(
+        "ix_webhook_deliveries_leased_webhook_id",
+        "webhook_deliveries",
+        ["webhook_id"],
+        postgresql_where=sa.text("lease_until IS NOT NULL"),
+    )
 
 
 def downgrade() -> None:

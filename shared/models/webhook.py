@@ -59,6 +59,19 @@ class WebhookDelivery(Base):
             "next_attempt_at",
             postgresql_where="status = 'PENDING'",
         ),
+        # A webhook's next due delivery (`next_due`).
+        Index(
+            "ix_webhook_deliveries_pending_webhook_id_next_attempt_at",
+            "webhook_id",
+            "next_attempt_at",
+            postgresql_where="status = 'PENDING'",
+        ),
+        # A webhook's deliveries in flight (the claim's WEBHOOK_MAX_IN_FLIGHT).
+        Index(
+            "ix_webhook_deliveries_leased_webhook_id",
+            "webhook_id",
+            postgresql_where="lease_until IS NOT NULL",
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)

@@ -141,6 +141,7 @@ def fan_out(connection: Connection, *, first_seq: int, last_seq: int) -> list[uu
 @dataclass(frozen=True)
 class Attempt:
     delivery_id: uuid.UUID
+    webhook_id: uuid.UUID
     attempt: int
     url: str
     body: bytes
@@ -159,6 +160,10 @@ def lease_seconds(settings: Settings) -> float:
     return 2 * settings.webhook_timeout_seconds + 5
 
 
+_CLAIM_TURN_SQL = text(
+    "SELECT pg_advisory_xact_lock(hashtextextended(webhook_id::text, 9)) "
+    "FROM webhook_deliveries WHERE id = :id"
+)
 _CLAIM_SQL = text(
     """
     UPDATE webhook_deliveries AS d
@@ -166,6 +171,8 @@ _CLAIM_SQL = text(
     FROM webhooks AS w
     WHERE d.id = :id AND w.id = d.webhook_id AND d.status = 'PENDING'
       AND d.next_attempt_at <= now() AND (d.lease_until IS NULL OR d.lease_until < now())
+      AND (SELECT count(*) FROM webhook_deliveries AS f
+           WHERE f.webhook_id = d.webhook_id AND f.lease_until > now()) < :cap
     RETURNING d.attempts, d.event_id, d.event_type, d.payload, d.event_created_at,
               w.id AS webhook_id, w.url, w.secret, w.enabled
     """
@@ -174,11 +181,21 @@ _CLAIM_SQL = text(
 
 def claim(db: Session, *, delivery_id: uuid.UUID, now: float | None = None) -> Attempt | None:
     """Take a due, pending delivery that no other job holds, for one attempt (one
-    statement); None if there is nothing to do (done, not due, held, or its webhook
-    disabled)."""
+    statement); None if there is nothing to do (done, not due, held, its webhook
+    disabled) or if its webhook has WEBHOOK_MAX_IN_FLIGHT deliveries in flight already:
+    then one of those jobs goes on with it (`next_due`), so a slow receiver holds only
+    that many threads of the webhooks worker."""
     settings = settings_of(db)
     _without_waiting_for_the_disk(db)
-    row = db.execute(_CLAIM_SQL, {"id": delivery_id, "lease": lease_seconds(settings)}).first()
+    values = {
+        "id": delivery_id,
+        "lease": lease_seconds(settings),
+        "cap": settings.webhook_max_in_flight,
+    }
+    # Claims of one webhook's deliveries take turns (a lock for this transaction), so
+    # each counts the leases of the claims before it: the cap holds exactly.
+    db.execute(_CLAIM_TURN_SQL, {"id": delivery_id})
+    row = db.execute(_CLAIM_SQL, values).first()
     if row is None:
         return None
     if not row.enabled:
@@ -200,7 +217,7 @@ def claim(db: Session, *, delivery_id: uuid.UUID, now: float | None = None) -> A
         "X-Orchestrator-Attempt": str(row.attempts),
         webhook_http.SIGNATURE_HEADER: webhook_http.sign(row.secret, timestamp, body),
     }
-    return Attempt(delivery_id, row.attempts, row.url, body, headers)
+    return Attempt(delivery_id, row.webhook_id, row.attempts, row.url, body, headers)
 
 
 @dataclass(frozen=True)
@@ -295,6 +312,22 @@ def record_outcome(
         delivery.lease_until = None
     disabled = _count_failure(db, webhook_id, settings)
     return Recorded(delivery.status, retry_in, disabled)
+
+
+_NEXT_DUE_SQL = text(
+    """
+    SELECT id FROM webhook_deliveries
+    WHERE webhook_id = :webhook_id AND status = 'PENDING' AND next_attempt_at <= now()
+      AND (lease_until IS NULL OR lease_until < now())
+    ORDER BY next_attempt_at LIMIT 1
+    """
+)
+
+
+def next_due(db: Session, *, webhook_id: uuid.UUID) -> uuid.UUID | None:
+    """The webhook's next delivery that is due and held by no job: the one a job that
+    has just delivered goes on with."""
+    return db.scalar(_NEXT_DUE_SQL, {"webhook_id": webhook_id})
 
 
 def _without_waiting_for_the_disk(db: Session) -> None:

@@ -323,3 +323,24 @@ def test_a_test_event_goes_to_its_webhook_only(make_stack, receiver):
     assert delivery.status == "SUCCEEDED" and delivery.event_type == "webhook.test"
     time.sleep(0.3)
     assert receiver.to("/other") == []
+
+
+def test_a_slow_receiver_holds_only_its_share_of_the_worker(make_stack, receiver):
+    """The test worker has 4 threads; a webhook may have 1 delivery in flight: its
+    backlog goes one at a time (a job goes on with the next), and another webhook's
+    deliveries pass at once."""
+    stack = make_stack(webhook_max_in_flight=1, webhook_timeout_seconds=5.0)
+    slow = stack.hook(receiver.url("/slow/1"), event_types=["task.created"])
+    fast = stack.hook(receiver.url("/ok"), event_types=["task.status_changed"])
+    stack.emit(5, event_type=events.TASK_CREATED)
+    wait_for(lambda: receiver.to("/slow/1"))
+    began = time.monotonic()
+    stack.emit(5, event_type=events.TASK_STATUS_CHANGED)
+    wait_for(lambda: stack.settled(fast, 5), timeout=10)
+    assert time.monotonic() - began < 1.5  # not behind the slow receiver's backlog
+    assert any(d.status == "PENDING" for d in stack.deliveries(slow))
+    deliveries = wait_for(lambda: stack.settled(slow, 5), timeout=20)
+    assert all(d.status == "SUCCEEDED" and d.attempts == 1 for d in deliveries)
+    starts = [r.at for r in receiver.to("/slow/1")]
+    assert len(starts) == 5
+    assert all(b - a >= 0.9 for a, b in zip(starts, starts[1:], strict=False)), starts
