@@ -467,3 +467,34 @@ def test_bad_runner_options_are_refused(option, value, message):
     args = ["agent", "run", "--name", "n", "--capabilities", "TESTING", "--exec", "true"]
     result = CliRunner().invoke(main, ["--url", "http://127.0.0.1:9", *args, option, value])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_commands_run_side_by_side_up_to_max_tasks(api, runners, pids_dir):
+    runners("parallel", "TESTING", "--max-tasks", "2")
+    sid = running_session(api, "parallel")
+    tasks = [
+        api.create_task(sid, f"slow {n}", description="sleep 30", required_capabilities=["TESTING"])
+        for n in range(3)
+    ]
+    wait_for(
+        lambda: sum(os.path.exists(os.path.join(pids_dir, f"{t['id']}-1.pids")) for t in tasks) == 2
+    )
+    running = [pid for t in tasks if os.path.exists(os.path.join(pids_dir, f"{t['id']}-1.pids"))
+               for pid in pids_of(pids_dir, t["id"])]  # fmt: skip
+    assert all(alive(pid) for pid in running)
+    statuses = sorted(api.get_task(t["id"])["status"] for t in tasks)
+    assert statuses == ["IN_PROGRESS", "IN_PROGRESS", "PENDING"]
+    api.cancel_session(sid)  # through its session: both commands end
+    wait_for(lambda: not any(alive(pid) for pid in running), timeout=10)
+
+
+def test_without_its_stream_the_runner_learns_of_a_cancel_by_polling(api, runners, pids_dir):
+    runner = runners("polling", "TESTING", "--no-websocket")
+    task = api.create_task(
+        running_session(api, "polled"), "tree", description="tree",
+        required_capabilities=["TESTING"],
+    )  # fmt: skip
+    pids = pids_of(pids_dir, task["id"])
+    api.cancel_task(task["id"])
+    wait_for(lambda: not any(alive(pid) for pid in pids), timeout=10)  # a poll every 2 s
+    assert "'tree' stopped: task CANCELLED" in runner.output()  # no stream: the poll
