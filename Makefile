@@ -9,7 +9,7 @@ FLOWER_PORT ?= 5555
 export PORT
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test test-fast services browser venv venv-run redis-free lint format migrate bench clean
+.PHONY: run test test-fast test-rabbitmq services browser venv venv-run redis-free lint format migrate bench clean
 
 $(BIN)/python:
 	@echo "==> creating the virtualenv $(VENV)"
@@ -57,6 +57,17 @@ test: venv services browser
 # The inner loop: everything but the tests marked process, chaos or browser (pyproject.toml).
 test-fast: venv services
 	$(BIN)/pytest -m "not process and not chaos and not browser" $(PYTEST_ARGS)
+
+# The engine and metrics tests with RabbitMQ as Celery's broker (CELERY_BROKER_URL), on a
+# vhost of this run's own, removed after; Redis still carries events, limits and leases.
+RABBITMQ_TESTS ?= tests/worker/test_engine.py tests/api/test_metrics.py
+test-rabbitmq: venv services
+	@vhost=orch_test_$$$$; \
+	rabbitmqctl -q add_vhost $$vhost && \
+	rabbitmqctl -q set_permissions -p $$vhost guest '.*' '.*' '.*' && \
+	TEST_CELERY_BROKER_URL=amqp://guest:guest@127.0.0.1:5672/$$vhost \
+		$(BIN)/pytest $(RABBITMQ_TESTS) $(PYTEST_ARGS); \
+	status=$$?; rabbitmqctl -q delete_vhost $$vhost; exit $$status
 
 # Debian's Chromium for tests/browser (driven by Playwright from PyPI; no `playwright install`).
 browser:

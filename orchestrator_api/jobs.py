@@ -13,13 +13,13 @@ from shared.config import Settings
 
 
 def make_job_sender(settings: Settings):
-    client = Celery("orchestrator-api", broker=settings.redis_url, set_as_current=False)
+    client = Celery("orchestrator-api", broker=settings.broker_url, set_as_current=False)
     client.conf.update(
         broker_connection_timeout=2,
         broker_connection_retry_on_startup=False,
         task_serializer="json",
         task_routes=jobs.ROUTES,
-        # If Redis is away, give up quickly: the sweeps find the same work later.
+        # If the broker is away, give up quickly: the sweeps find the same work later.
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
     )
 

@@ -10,6 +10,7 @@ its query string (a WebSocket may carry `?token=`), and no header is.
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from flask import Flask, Response, g, request
@@ -22,6 +23,9 @@ log = logging.getLogger("orchestrator_api.requests")
 QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED_ROUTE = "unmatched"  # 404s: the label must not take every path anyone tries
+# A rule's converters left out of the label: /sessions/<id(statistics):session_id> is
+# /sessions/<session_id>, as in the OpenAPI paths.
+_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^:<>]+)>")
 
 
 def _start() -> None:
@@ -33,7 +37,7 @@ def _finish(response: Response) -> Response:
     started = g.get("started_at")
     duration = time.perf_counter() - started if started is not None else 0.0
     rule = request.url_rule
-    route = rule.rule if rule is not None else UNMATCHED_ROUTE
+    route = _CONVERTER.sub(r"<\1>", rule.rule) if rule is not None else UNMATCHED_ROUTE
     method = request.method if request.method in METHODS else "OTHER"
     status = response.status_code
     websocket = rule is not None and rule.websocket

@@ -1,14 +1,13 @@
 """The client commands of `orchestrator`: status, sessions, tasks, agents, agent run, demo.
 
 They are registered on the group of orchestrator_cli/main.py (`register_commands`), with
-the global options `--url` and `--token` (`connection_options`), and talk to the API only through
-OrchestratorClient.
+the global options `--url` and `--token` (`connection_options`), and talk to the API only
+through OrchestratorClient.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import click
@@ -106,21 +105,11 @@ def status() -> None:
         counts = {s: lister(status=s, page_size=1)["total"] for s in statuses}
         detail = ", ".join(f"{s} {n}" for s, n in counts.items() if n)
         click.echo(f"{noun.capitalize():<9} {total}{'  (' + detail + ')' if detail else ''}")
-    click.echo(f"Queue     {_queue_depth()}")
+    depth = client.queue_length()
+    waiting = "unknown (the broker did not answer)" if depth is None else f"{depth} job(s)"
+    click.echo(f"Queue     {waiting} waiting in 'celery'")
     if not ready:
         sys.exit(1)
-
-
-def _queue_depth() -> str:
-    """Jobs waiting in the Celery queue, read from REDIS_URL; optional."""
-    url = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
-    try:
-        import redis
-
-        depth = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1).llen("celery")
-    except Exception as exc:  # no redis package, or Redis unreachable from here
-        return f"unknown ({exc.__class__.__name__} on REDIS_URL)"
-    return f"{depth} job(s) waiting in 'celery'"
 
 
 @click.command("sessions")

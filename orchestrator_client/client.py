@@ -36,6 +36,17 @@ class OrchestratorClient(HttpClient):
         has the `checks`."""
         return self._request("GET", "/ready")
 
+    def queue_length(self, queue: str = "celery") -> int | None:
+        """Jobs waiting in the Celery queue, as /metrics reports it (the server asks its
+        broker); None when the broker did not answer."""
+        text = self._request("GET", "/metrics")
+        match = re.search(
+            rf'^orchestrator_celery_queue_length{{queue="{re.escape(queue)}"}} ([0-9.e+]+)$',
+            text,
+            re.M,
+        )
+        return int(float(match.group(1))) if match else None
+
     # Sessions (CONTRACT section 2)
 
     def list_sessions(

@@ -32,7 +32,7 @@ def beat_schedule_file() -> str:
 
 app = Celery(
     "orchestrator",
-    broker=settings.redis_url,
+    broker=settings.broker_url,
     include=["orchestrator_worker.jobs", "orchestrator_worker.webhook_jobs"],
 )
 app.conf.update(

@@ -111,6 +111,9 @@ def _origins(raw: str) -> str:
 class Settings:
     database_url: str = "postgresql://localhost/orchestrator"
     redis_url: str = "redis://localhost:6379/0"
+    # Celery's broker; empty: REDIS_URL. RabbitMQ (amqp://) works too: Redis still carries
+    # the events, rate limits and WebSocket leases.
+    celery_broker_url: str = ""
     api_secret_key: str | None = None
     log_level: str = "INFO"
     orchestrator_env: str = "development"
@@ -178,6 +181,10 @@ class Settings:
         return self.orchestrator_env == "production"
 
     @property
+    def broker_url(self) -> str:
+        return self.celery_broker_url or self.redis_url
+
+    @property
     def secret_key(self) -> str:
         return self.api_secret_key or DEVELOPMENT_SECRET_KEY
 
@@ -228,6 +235,7 @@ class Settings:
 PARSERS: dict[str, Callable[[str], Any]] = {
     "database_url": _url("postgresql", "postgres"),
     "redis_url": _url("redis", "rediss", "unix"),
+    "celery_broker_url": _url("redis", "rediss", "amqp", "amqps", "pyamqp"),
     "api_secret_key": _text,
     "log_level": _log_level,
     "orchestrator_env": _one_of("development", "production"),

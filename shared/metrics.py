@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
-import redis as redis_lib
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -113,13 +112,18 @@ def observe_assignments(times: Iterable[tuple[datetime, datetime, int]]) -> None
 
 class StateCollector:
     """Gauges computed at scrape time: tasks and agents by status (one GROUP BY each)
-    and the number of jobs waiting in the Celery queue (one LLEN). A source that does
-    not answer is reported by `orchestrator_metrics_source_up` instead of failing the
-    scrape."""
+    and the number of jobs waiting in the Celery queue (`queue_length`, which asks the
+    broker). A source that does not answer is reported by `orchestrator_metrics_source_up`
+    instead of failing the scrape."""
 
-    def __init__(self, database: Database, redis: redis_lib.Redis, queue: str = CELERY_QUEUE):
+    def __init__(
+        self,
+        database: Database,
+        queue_length: Callable[[str], int],
+        queue: str = CELERY_QUEUE,
+    ):
         self.database = database
-        self.redis = redis
+        self.queue_length = queue_length
         self.queue = queue
 
     def describe(self):
@@ -138,18 +142,18 @@ class StateCollector:
             log.warning("metrics: database unavailable: %s", exc.__class__.__name__)
             up.add_metric(["database"], 0)
         try:
-            length = self.redis.llen(self.queue)
+            length = self.queue_length(self.queue)
             queue = GaugeMetricFamily(
                 "orchestrator_celery_queue_length",
-                "Jobs waiting in the Celery queue (LLEN of its Redis list)",
+                "Jobs waiting in the Celery queue (asked of the broker: Redis or RabbitMQ)",
                 labels=["queue"],
             )
             queue.add_metric([self.queue], length)
             yield queue
-            up.add_metric(["redis"], 1)
-        except redis_lib.RedisError as exc:
-            log.warning("metrics: redis unavailable: %s", exc.__class__.__name__)
-            up.add_metric(["redis"], 0)
+            up.add_metric(["broker"], 1)
+        except Exception as exc:  # whatever the transport raises: the scrape goes on
+            log.warning("metrics: broker unavailable: %s", exc.__class__.__name__)
+            up.add_metric(["broker"], 0)
         yield up
 
     def _from_database(self):

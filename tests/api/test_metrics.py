@@ -17,6 +17,7 @@ from shared import metrics_dir
 from tests.api.helpers import act, make_session, make_task, register, start_session
 from tests.support.metrics import parse
 from tests.support.processes import free_port, start, stop, wait_for_http
+from tests.support.rabbitmq import own_vhost
 from tests.support.waiting import wait_for
 
 SESSIONS_OK = ("orchestrator_http_requests_total", "GET", "/api/v1/sessions", "200")
@@ -70,7 +71,7 @@ def test_task_and_agent_gauges_are_the_database(client):
     assert samples[("orchestrator_agents", "IDLE")] == 2
     assert samples[("orchestrator_agents", "OFFLINE")] == 0
     assert samples[("orchestrator_metrics_source_up", "database")] == 1
-    assert samples[("orchestrator_metrics_source_up", "redis")] == 1
+    assert samples[("orchestrator_metrics_source_up", "broker")] == 1
 
 
 def test_requests_are_counted_by_route_not_path(client):
@@ -98,9 +99,18 @@ def test_an_http_assignment_observes_its_latency(client):
     assert scrape(client)[key] == before + 1
 
 
-def test_queue_length_is_the_celery_list(settings, spare_redis_url):
-    """A broker of its own: no worker consumes the job that registering an agent sends."""
-    flask_app = make_app(settings, redis_url=spare_redis_url)
+def test_queue_length_is_what_the_broker_holds(settings, spare_redis_url):
+    """A broker of its own (a spare Redis db, or with RabbitMQ a vhost of its own): no
+    worker consumes the job that registering an agent sends."""
+    if settings.celery_broker_url.startswith("amqp"):
+        with own_vhost(settings.celery_broker_url) as broker_url:
+            _count_one_queued_job(settings, celery_broker_url=broker_url)
+    else:
+        _count_one_queued_job(settings, redis_url=spare_redis_url)
+
+
+def _count_one_queued_job(settings, **broker) -> None:
+    flask_app = make_app(settings, **broker)
     try:
         client = flask_app.test_client()
         assert scrape(client)[("orchestrator_celery_queue_length", "celery")] == 0
@@ -116,10 +126,11 @@ def test_a_source_that_does_not_answer_does_not_fail_the_scrape(settings):
         settings,
         database_url=missing_database,
         redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        celery_broker_url="",  # the broker is REDIS_URL's: away too
     )
     samples = scrape(flask_app.test_client())
     assert samples[("orchestrator_metrics_source_up", "database")] == 0
-    assert samples[("orchestrator_metrics_source_up", "redis")] == 0
+    assert samples[("orchestrator_metrics_source_up", "broker")] == 0
     assert ("orchestrator_tasks", "PENDING") not in samples
     assert ("orchestrator_celery_queue_length", "celery") not in samples
 

@@ -43,6 +43,7 @@ def start(name: str, settings, *, extra_args: str = "", **extra_env) -> subproce
         "PATH": f"{BIN}:{os.environ['PATH']}",
         "DATABASE_URL": settings.database_url,
         "REDIS_URL": settings.redis_url,
+        "CELERY_BROKER_URL": settings.celery_broker_url,
         "LOG_LEVEL": "WARNING",
         "RATE_LIMIT": settings.rate_limit,
         **extra_env,
