@@ -17,7 +17,9 @@ from bench import (
     expiry,
     heartbeat,
     migrations,
+    request_path,
     runner_logs,
+    statistics,
     task_logs,
     webhooks,
     websocket,
@@ -32,8 +34,10 @@ BENCHMARKS = {
     "expiry": expiry.run,
     "websocket": websocket.run,
     "webhooks": webhooks.run,
+    "statistics": statistics.run,
     "task_logs": task_logs.run,
     "runner_logs": runner_logs.run,
+    "request_path": request_path.run,
     "migrations": migrations.run,
 }
 
