@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 RESULT_FILE_MAX_BYTES = 512 * 1024
 ERROR_MAX_CHARS = 10_000
 NOT_RUNNABLE = {126: "command not executable", 127: "command not found"}
+HELD = ("ASSIGNED", "IN_PROGRESS")
 # After the command's end, how long its last lines may take to be sent (a 429 on the log
 # budget, TASK_LOG_RATE_LIMIT, is waited out within its window, a minute by default).
 LOG_FINISH_SECONDS = 65.0
@@ -56,6 +57,7 @@ class TaskRun:
     attempts: int = 0  # this attempt's number, once started
     lost: str = ""  # why the task is no longer ours; set once
     reporting: bool = False  # its command ended: what follows is its own report
+    early_hint: str = ""  # a hint that came while it was being started
     ended: threading.Event = field(default_factory=threading.Event)
     lost_event: threading.Event = field(default_factory=threading.Event)
 
@@ -175,8 +177,8 @@ class CommandRunner(ReferenceAgent):
         payload = event.get("payload") or {}
         if event.get("type") != "task.status_changed":
             return
-        if payload.get("status") == "IN_PROGRESS" and payload.get("agent_id") == self.id:
-            return
+        if payload.get("agent_id") == self.id and payload.get("status") in HELD:
+            return  # its own assignment and start
         run = self._run_of(payload.get("task_id"))
         if run is not None:
             self._confirm_lost(run, f"task {payload.get('status')}")
@@ -195,7 +197,10 @@ class CommandRunner(ReferenceAgent):
     def _confirm_lost(self, run: TaskRun, hint: str) -> None:
         """A hint that a task is no longer ours, checked against the task itself (an old
         event must not end a newer attempt)."""
-        if not run.attempts or run.reporting or run.lost_event.is_set():
+        if not run.attempts:
+            run.early_hint = hint  # confirmed once started (see _do)
+            return
+        if run.reporting or run.lost_event.is_set():
             return
         try:
             task = self.api.get_task(run.task_id)
@@ -222,6 +227,8 @@ class CommandRunner(ReferenceAgent):
             except LOST:
                 return
             run.attempts = task["attempts"] + 1
+            if run.early_hint:
+                self._confirm_lost(run, run.early_hint)
             try:
                 self._execute(run, task)
             except Exception as exc:  # a bug here must not cost the runner a slot
