@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from flask import Flask, Response, current_app, g
+from flask import Flask, Response, current_app, g, request
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -14,9 +14,17 @@ from orchestrator_api.errors import error_response, handle_database_error
 log = logging.getLogger(__name__)
 
 
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def db() -> Session:
     if "db" not in g:
-        g.db = current_app.extensions["orchestrator"].database.session()
+        session = current_app.extensions["orchestrator"].database.session()
+        if request.method in READ_METHODS:
+            # A read runs each statement on its own (autocommit): no BEGIN, and its commit
+            # or rollback costs no round trip. Reads never write (writes are POST/DELETE).
+            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        g.db = session
     return g.db
 
 
