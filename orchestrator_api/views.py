@@ -27,8 +27,10 @@ SESSION_FIELDS = (
 )
 
 
-def session_views(sessions) -> list[dict]:
-    progress = session_service.progress_of(db(), session_ids=[s.id for s in sessions])
+def session_views(sessions, progress: dict | None = None) -> list[dict]:
+    """`progress` by session id, when it was read with the sessions."""
+    if progress is None:
+        progress = session_service.progress_of(db(), session_ids=[s.id for s in sessions])
     return [
         {**{f: getattr(s, f) for f in SESSION_FIELDS}, "progress": progress[s.id]} for s in sessions
     ]
@@ -37,11 +39,16 @@ def session_views(sessions) -> list[dict]:
 TASK_FIELDS = tuple(c.key for c in Task.__table__.columns)
 
 
-def task_views(tasks: list[Task]) -> list[dict]:
-    """Tasks with their dependencies and subtasks, in two queries for the whole page."""
+def task_views(
+    tasks: list[Task], depends_on: dict | None = None, subtasks: dict | None = None
+) -> list[dict]:
+    """Tasks with their dependencies and subtasks (by task id, when they were read with
+    the tasks; else in two queries for the whole page)."""
     ids = [t.id for t in tasks]
-    depends_on = task_service.dependencies_of(db(), task_ids=ids)
-    subtasks = task_service.subtasks_of_many(db(), task_ids=ids)
+    if depends_on is None:
+        depends_on = task_service.dependencies_of(db(), task_ids=ids)
+    if subtasks is None:
+        subtasks = task_service.subtasks_of_many(db(), task_ids=ids)
     return [
         {
             **{f: getattr(t, f) for f in TASK_FIELDS},

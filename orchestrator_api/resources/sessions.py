@@ -26,8 +26,8 @@ class Sessions(MethodView):
     @blp.response(200, SessionPageSchema)
     def get(self, query):
         """List sessions, newest first."""
-        page = service.list_sessions(db(), **query, pools=pool_scope.visible_pools())
-        return page_body(page, session_views(page.items))
+        page, progress = service.list_with_progress(db(), **query, pools=pool_scope.visible_pools())
+        return page_body(page, session_views(page.items, progress))
 
     @blp.arguments(SessionCreateSchema)
     @blp.response(201, SessionSchema)
@@ -44,8 +44,8 @@ class SessionById(MethodView):
     @blp.response(200, SessionSchema)
     def get(self, session_id):
         """Get one session with its progress."""
-        work_session = service.get_or_raise(db(), session_id=parse_id(session_id))
-        return session_views([work_session])[0]
+        work_session, progress = service.get_with_progress(db(), session_id=parse_id(session_id))
+        return session_views([work_session], {work_session.id: progress})[0]
 
 
 def _action_view(action: str):

@@ -44,8 +44,10 @@ class Tasks(MethodView):
     @blp.response(200, TaskPageSchema)
     def get(self, query):
         """List tasks, newest first."""
-        page = service.list_tasks(db(), **query, pools=pool_scope.visible_pools())
-        return page_body(page, task_views(page.items))
+        page, depends_on, subtasks = service.list_tasks(
+            db(), **query, pools=pool_scope.visible_pools()
+        )
+        return page_body(page, task_views(page.items, depends_on, subtasks))
 
     @blp.arguments(TaskCreateSchema)
     @blp.response(201, TaskSchema)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select, true
 from sqlalchemy.orm import Session
 
 from shared import events, jobs
@@ -15,7 +15,7 @@ from shared.models import Task, WorkSession
 from shared.models.types import utcnow
 from shared.pools import DEFAULT_POOL
 from shared.services import settle
-from shared.services.common import Page, paginate
+from shared.services.common import Page
 from shared.states import move_session
 from shared.unit_of_work import request_job
 
@@ -71,7 +71,38 @@ def get_or_raise(
     return work_session
 
 
-def list_sessions(
+# A session's task counts by status, one column a status, for the session row beside it.
+_STATUS_COUNTS = (
+    select(
+        *(func.count().filter(Task.status == status).label(status.value) for status in TaskStatus)
+    )
+    .where(Task.session_id == WorkSession.id)
+    .correlate(WorkSession)
+    .lateral("status_counts")
+)
+
+
+def _with_progress(query: Select) -> Select:
+    return query.add_columns(*_STATUS_COUNTS.c).join(_STATUS_COUNTS, true())
+
+
+def _session_and_progress(row) -> tuple[WorkSession, dict]:
+    work_session, *counts = row[: 1 + len(TaskStatus)]
+    by_status = {status.value: count for status, count in zip(TaskStatus, counts, strict=True)}
+    return work_session, _progress(by_status)
+
+
+def get_with_progress(db: Session, *, session_id: uuid.UUID) -> tuple[WorkSession, dict]:
+    """The session and its progress, in one query."""
+    row = db.execute(
+        _with_progress(select(WorkSession).where(WorkSession.id == session_id))
+    ).first()
+    if row is None:
+        raise SessionNotFound(f"Session with ID {session_id} not found")
+    return _session_and_progress(row)
+
+
+def list_with_progress(
     db: Session,
     *,
     status: SessionStatus | None = None,
@@ -79,16 +110,29 @@ def list_sessions(
     pools: Collection[str] | None = None,
     page: int = 1,
     page_size: int = 20,
-) -> Page[WorkSession]:
-    """`pools`: only those (a token scoped to pools); None: every pool."""
-    query = select(WorkSession).order_by(WorkSession.created_at.desc(), WorkSession.id.desc())
+) -> tuple[Page[WorkSession], dict[uuid.UUID, dict]]:
+    """A page of sessions, newest first, and their progress, in one query (the total is
+    counted by a window over the matching sessions; a page past the end counts apart)."""
+    matching = select(WorkSession.id, func.count().over().label("total"))
     if pools is not None:
-        query = query.where(WorkSession.pool.in_(sorted(pools)))
+        matching = matching.where(WorkSession.pool.in_(sorted(pools)))
     if status is not None:
-        query = query.where(WorkSession.status == status)
+        matching = matching.where(WorkSession.status == status)
     if pool is not None:
-        query = query.where(WorkSession.pool == pool)
-    return paginate(db, query, page=page, page_size=page_size)
+        matching = matching.where(WorkSession.pool == pool)
+    order = (WorkSession.created_at.desc(), WorkSession.id.desc())
+    page_ids = matching.order_by(*order).limit(page_size).offset((page - 1) * page_size).subquery()
+    query = _with_progress(
+        select(WorkSession).join(page_ids, WorkSession.id == page_ids.c.id)
+    ).add_columns(page_ids.c.total)
+    rows = db.execute(query.order_by(*order)).all()
+    if rows:
+        total = rows[0].total
+    else:
+        total = db.scalar(select(func.count()).select_from(matching.subquery())) or 0
+    pairs = [_session_and_progress(row) for row in rows]
+    page_ = Page(items=[s for s, _ in pairs], total=total, page=page, page_size=page_size)
+    return page_, {s.id: progress for s, progress in pairs}
 
 
 def progress_of(db: Session, *, session_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict]:

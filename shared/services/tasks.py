@@ -8,15 +8,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import ARRAY, Uuid, func, select
+from sqlalchemy.orm import Session, aliased
 
 from shared import events
 from shared.enums import TaskStatus
 from shared.errors import TaskNotFound
 from shared.models import OutboxEvent, Task, TaskDependency, WorkSession
 from shared.relay import message
-from shared.services.common import Page, paginate
+from shared.services.common import Page
 
 
 def get(db: Session, *, task_id: uuid.UUID, lock: bool = False) -> Task | None:
@@ -44,26 +44,66 @@ def list_tasks(
     pools: Collection[str] | None = None,
     page: int = 1,
     page_size: int = 20,
-) -> Page[Task]:
-    """`pools`: only those (a token scoped to pools); None: every pool."""
-    query = select(Task).order_by(Task.created_at.desc(), Task.id.desc())
+) -> tuple[Page[Task], dict[uuid.UUID, list], dict[uuid.UUID, list]]:
+    """A page of tasks, newest first, with the dependencies and the subtasks of each (by
+    task id), in one query: the total is counted by a window over the matching tasks (a
+    page past the end counts apart). `pools`: only those (a token scoped to pools); None:
+    every pool."""
+    matching = select(Task.id, func.count().over().label("total"))
     if pools is not None:
-        query = query.where(
+        matching = matching.where(
             Task.session_id.in_(select(WorkSession.id).where(WorkSession.pool.in_(sorted(pools))))
         )
     if pool is not None:  # a task's pool is its session's
-        query = query.where(
+        matching = matching.where(
             Task.session_id.in_(select(WorkSession.id).where(WorkSession.pool == pool))
         )
     if session_id is not None:
-        query = query.where(Task.session_id == session_id)
+        matching = matching.where(Task.session_id == session_id)
     if status is not None:
-        query = query.where(Task.status == status)
+        matching = matching.where(Task.status == status)
     if parent_only:
-        query = query.where(Task.parent_id.is_(None))
+        matching = matching.where(Task.parent_id.is_(None))
     if agent_id is not None:
-        query = query.where(Task.assigned_agent_id == agent_id)
-    return paginate(db, query, page=page, page_size=page_size)
+        matching = matching.where(Task.assigned_agent_id == agent_id)
+    order = (Task.created_at.desc(), Task.id.desc())
+    page_ids = matching.order_by(*order).limit(page_size).offset((page - 1) * page_size).subquery()
+    rows = db.execute(
+        select(Task, _DEPENDENCIES, _SUBTASKS, page_ids.c.total)
+        .join(page_ids, Task.id == page_ids.c.id)
+        .order_by(*order)
+    ).all()
+    if rows:
+        total = rows[0].total
+    else:
+        total = db.scalar(select(func.count()).select_from(matching.subquery())) or 0
+    items = [row[0] for row in rows]
+    return (
+        Page(items=items, total=total, page=page, page_size=page_size),
+        {row[0].id: list(row[1]) for row in rows},
+        {row[0].id: list(row[2]) for row in rows},
+    )
+
+
+_child = aliased(Task)
+# A task's dependencies and subtasks as arrays, in the orders dependencies_of and
+# subtasks_of_many give.
+_DEPENDENCIES = func.array(
+    select(TaskDependency.depends_on_id)
+    .where(TaskDependency.task_id == Task.id)
+    .order_by(TaskDependency.depends_on_id)
+    .correlate(Task)
+    .scalar_subquery(),
+    type_=ARRAY(Uuid),
+)
+_SUBTASKS = func.array(
+    select(_child.id)
+    .where(_child.parent_id == Task.id)
+    .order_by(_child.created_at, _child.id)
+    .correlate(Task)
+    .scalar_subquery(),
+    type_=ARRAY(Uuid),
+)
 
 
 def history(db: Session, *, task_id: uuid.UUID, limit: int = 500) -> list[dict]:
