@@ -37,7 +37,8 @@ live stream, in order, without duplicates.
 32 KiB), `more`, `truncated`: one per accepted log batch (the rest: GET .../tasks/{id}/logs) |
 | `agent.registered` | `agent_id`, `status`, `current_load`, `active_tasks` |
 | `agent.status_changed` | `agent_id`, `status`, `previous_status`, `current_load` |
-| `agent.heartbeat` | `agent_id`, `status`, `current_load`, `active_tasks` |
+| `agent.heartbeat` | `agent_id`, `status`, `current_load`, `active_tasks` (on a change of \
+status or load, else at most once per HEARTBEAT_EVENT_INTERVAL_SECONDS) |
 | `agent.deregistered` | `agent_id`, `status`, `current_load` |
 | `system.health` | `status`, `database`, `redis`, `workers`, `counts` |
 | `events.dropped` | `last_event_id`, `oldest_available_id`, `message` (resumed too late) |

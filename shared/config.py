@@ -145,6 +145,9 @@ class Settings:
     worker_metrics_port: int | None = None
     celery_beat_schedule: str = ""
     heartbeat_timeout_seconds: int = 30
+    # agent.heartbeat is recorded when an agent's status or current_load changes, else at
+    # most once per this many seconds per agent.
+    heartbeat_event_interval_seconds: int = 30
     task_max_attempts: int = 3
     task_timeout_seconds: int = 3600
     task_start_timeout_seconds: int = 120
@@ -253,6 +256,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "worker_metrics_port": _int_between(1, 65_535),
     "celery_beat_schedule": _text,
     "heartbeat_timeout_seconds": _int_between(1, 86_400),
+    "heartbeat_event_interval_seconds": _int_between(0, 86_400),
     "task_max_attempts": _int_between(1, 100),
     "task_timeout_seconds": _int_between(1, 86_400),
     "task_start_timeout_seconds": _int_between(1, 86_400),

@@ -51,5 +51,7 @@ class Agent(TimestampMixin, Base):
     last_heartbeat_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, server_default=func.now()
     )
+    # When its last agent.heartbeat event was recorded (they are coalesced: services/agents.py).
+    heartbeat_event_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Set by deregistration: the row stays as the record of who did its finished tasks.
     deregistered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -20,7 +20,7 @@ from shared.errors import AgentNameTaken, AgentNotFound
 from shared.models import Agent, Task
 from shared.models.types import utcnow
 from shared.pools import DEFAULT_POOL
-from shared.services.common import Page, paginate
+from shared.services.common import Page, paginate, settings_of
 from shared.states import (
     HELD_TASK_STATUSES,
     agent_status_sql,
@@ -178,18 +178,23 @@ def _sql(expression) -> str:
 # The hottest path. One statement for a whole batch of heartbeats (the API groups the
 # heartbeats that arrive together, shared/group_commit.py): it locks the agents in id
 # order (as assignment does), counts their held tasks, updates load, time and status, and
-# records the events. It is prepared once per connection: planning it costs more than
-# running it. The commit need not wait for the disk: losing the last second of heartbeats
-# in a crash is harmless (the agents send the next one).
+# records the events: agent.status_changed on a change of status; agent.heartbeat when
+# the status or the load changed, or the agent's last one is older than $3 seconds
+# (HEARTBEAT_EVENT_INTERVAL_SECONDS: an agent that beats every few seconds with nothing
+# new does not fill the outbox and the streams). It is prepared once per connection:
+# planning it costs more than running it. The commit need not wait for the disk: losing
+# the last second of heartbeats in a crash is harmless (the agents send the next one).
 _HEARTBEAT_PREPARE = f"""
-    PREPARE agent_heartbeats(uuid[], integer[]) AS
+    PREPARE agent_heartbeats(uuid[], integer[], integer) AS
     WITH input AS (
         SELECT DISTINCT ON (id) id, load
         FROM unnest($1, $2) WITH ORDINALITY
             AS given(id, load, n)
         ORDER BY id, n DESC
     ), previous AS (
-        SELECT agents.id, agents.status FROM agents JOIN input USING (id)
+        SELECT agents.id, agents.status, agents.current_load, agents.max_concurrent_tasks,
+            agents.heartbeat_event_at
+        FROM agents JOIN input USING (id)
         WHERE agents.deregistered_at IS NULL
         ORDER BY agents.id FOR UPDATE OF agents
     ), held AS (
@@ -197,29 +202,46 @@ _HEARTBEAT_PREPARE = f"""
         WHERE assigned_agent_id IN (SELECT id FROM input)
             AND {_sql(Task.status.in_(sorted(HELD_TASK_STATUSES)))}
         GROUP BY assigned_agent_id
-    ), updated AS (
-        UPDATE agents AS a SET
-            current_load = input.load,
-            last_heartbeat_at = now(),
-            updated_at = now(),
-            status = {
+    ), next AS (
+        SELECT previous.id, input.load, coalesce(held.n, 0) AS active_tasks,
+            previous.status AS previous_status, previous.current_load AS previous_load,
+            previous.heartbeat_event_at AS previous_event_at,
+            {
     _sql(
         agent_status_sql(
             literal_column("coalesce(held.n, 0)"),
-            literal_column("a.max_concurrent_tasks"),
+            literal_column("previous.max_concurrent_tasks"),
             literal_column("input.load"),
         )
     )
-}
+} AS status
         FROM previous JOIN input USING (id) LEFT JOIN held USING (id)
-        WHERE a.id = previous.id
-        RETURNING a.*, previous.status AS previous_status, coalesce(held.n, 0) AS active_tasks
+    ), decided AS (
+        SELECT next.*, (
+            next.status <> next.previous_status OR next.load <> next.previous_load
+            OR next.previous_event_at IS NULL
+            OR next.previous_event_at <= now() - make_interval(secs => $3)
+        ) AS heartbeat_event
+        FROM next
+    ), updated AS (
+        UPDATE agents AS a SET
+            current_load = decided.load,
+            last_heartbeat_at = now(),
+            updated_at = now(),
+            status = decided.status,
+            heartbeat_event_at = CASE WHEN decided.heartbeat_event THEN now()
+                ELSE a.heartbeat_event_at END
+        FROM decided
+        WHERE a.id = decided.id
+        RETURNING a.*, decided.previous_status, decided.active_tasks, decided.heartbeat_event
     ), recorded AS (
         INSERT INTO outbox_events (type, payload)
         SELECT e.type, e.payload FROM updated AS u, LATERAL (VALUES
-            ('agent.heartbeat', jsonb_build_object(
-                'agent_id', u.id, 'status', u.status, 'current_load', u.current_load,
-                'active_tasks', u.active_tasks, 'pool', u.pool)),
+            ('agent.heartbeat', CASE WHEN u.heartbeat_event THEN
+                jsonb_build_object('agent_id', u.id, 'status', u.status,
+                    'current_load', u.current_load, 'active_tasks', u.active_tasks,
+                    'pool', u.pool)
+            END),
             ('agent.status_changed', CASE WHEN u.previous_status <> u.status THEN
                 jsonb_build_object('agent_id', u.id, 'status', u.status,
                     'previous_status', u.previous_status, 'current_load', u.current_load,
@@ -231,8 +253,8 @@ _HEARTBEAT_PREPARE = f"""
     SELECT * FROM updated
 """
 _HEARTBEAT_SQL = text(
-    "SET LOCAL synchronous_commit TO OFF; "
-    "EXECUTE agent_heartbeats(CAST(:ids AS uuid[]), CAST(:loads AS integer[]))"
+    "SET LOCAL synchronous_commit TO OFF; EXECUTE agent_heartbeats("
+    "CAST(:ids AS uuid[]), CAST(:loads AS integer[]), CAST(:event_interval AS integer))"
 )
 
 
@@ -246,7 +268,11 @@ def heartbeat_many(db: Session, loads: Iterable[tuple[uuid.UUID, int]]) -> dict[
         connection.info["agent_heartbeats"] = True
     rows = connection.execute(
         _HEARTBEAT_SQL,
-        {"ids": [str(agent_id) for agent_id, _ in loads], "loads": [load for _, load in loads]},
+        {
+            "ids": [str(agent_id) for agent_id, _ in loads],
+            "loads": [load for _, load in loads],
+            "event_interval": settings_of(db).heartbeat_event_interval_seconds,
+        },
     ).mappings()
     agents = {row["id"]: dict(row) for row in rows}
     if any(
