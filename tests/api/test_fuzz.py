@@ -96,7 +96,17 @@ def existing_ids(web: str) -> dict[str, str]:
     task = requests.post(
         f"{web}/api/v1/tasks", json={"session_id": session_id, "title": "fuzz"}, timeout=10
     )
-    return {"session_id": session_id, "agent_id": agent.json()["id"], "task_id": task.json()["id"]}
+    webhook = requests.post(
+        f"{web}/api/v1/webhooks",
+        json={"url": "http://127.0.0.1:9/fuzz", "event_types": ["task.*"]},
+        timeout=10,
+    )
+    return {
+        "session_id": session_id,
+        "agent_id": agent.json()["id"],
+        "task_id": task.json()["id"],
+        "webhook_id": webhook.json()["id"],
+    }
 
 
 def fuzz_operation(
