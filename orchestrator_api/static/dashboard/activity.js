@@ -5,6 +5,7 @@
  * With shared streams the store follows /ws/sessions, /ws/agents and /ws/system itself (the
  * sockets are the worker's anyway); without, it hears what the tab's views follow. */
 
+import { inPool, learnPools } from "./pool.js";
 import { Stream, sharedStreams, tap } from "./streams.js";
 
 const MAX_EVENTS = 3000;
@@ -47,6 +48,7 @@ function add(message) {
   const id = String(message.id);
   if (!/^\d+$/.test(id) || seen.has(id)) return;
   seen.add(id);
+  if (message.payload && message.payload.pool) learnPools([message.payload.pool]);
   events.push({ ...message, at });
   if (events.length > 1 && events[events.length - 2].at > at) events.sort((a, b) => a.at - b.at);
   if (events.length > MAX_EVENTS) {
@@ -89,9 +91,9 @@ export function taskEvents(taskId) {
   return events.filter((e) => e.payload && e.payload.task_id === taskId);
 }
 
-/** Per minute over the last `minutes`: tasks created, completed, failed (from events; null
- * before the store's coverage) and the queue depth (PENDING tasks, the last system.health
- * of the minute; null without one). */
+/** Per minute over the last `minutes`: tasks created, completed, failed (from the events of
+ * the pool shown; null before the store's coverage) and the queue depth (PENDING tasks of
+ * every pool, the last system.health of the minute; null without one). */
 export function perMinute(minutes) {
   const minute = 60000;
   const end = Math.floor(Date.now() / minute) * minute + minute;
@@ -105,7 +107,7 @@ export function perMinute(minutes) {
   const slot = (at) => Math.floor((at - start) / minute);
   for (const e of events) {
     const b = buckets[slot(e.at)];
-    if (!b || b.created === null) continue;
+    if (!b || b.created === null || !inPool(e)) continue;
     const p = e.payload || {};
     if (e.type === "task.created") b.created += 1;
     else if (e.type === "task.status_changed" && p.status === "COMPLETED") b.completed += 1;

@@ -5,6 +5,7 @@
 import { events, onActivity, perMinute } from "./activity.js";
 import { barChart, lineChart } from "./chart.js";
 import { agentName, sessionTitles, taskTitles } from "./names.js";
+import { currentPool, inPool } from "./pool.js";
 import { go, query } from "./router.js";
 import { Stream, sharedStreams } from "./streams.js";
 import { $, badge, el, shortId } from "./util.js";
@@ -72,6 +73,7 @@ export class ActivityView {
     if (this.type && !(this.type.endsWith(".") ? e.type.startsWith(this.type) : e.type === this.type)) {
       return false;
     }
+    if (!inPool(e)) return false;
     return !this.session || (e.payload && e.payload.session_id === this.session);
   }
 
@@ -88,7 +90,8 @@ export class ActivityView {
 
   renderSessions() {
     const select = $("#activity-session");
-    const ids = [...new Set(events.map((e) => e.payload && e.payload.session_id).filter(Boolean))];
+    const ids = [...new Set(events.filter((e) => inPool(e))
+      .map((e) => e.payload && e.payload.session_id).filter(Boolean))];
     if (this.session && !ids.includes(this.session)) ids.push(this.session);
     const key = JSON.stringify([ids, ids.map((id) => sessionTitles.get(id))]);
     if (select.dataset.key !== key) {
@@ -108,8 +111,10 @@ export class ActivityView {
       { key: "failed", label: "failed", cls: "failed" },
     ], `Tasks per minute, last ${CHART_MINUTES} minutes; this minute: ${last.created ?? "—"} ` +
       `created, ${last.completed ?? "—"} completed, ${last.failed ?? "—"} failed`);
-    const queue = lineChart(buckets, "queue", `Queue depth (PENDING tasks) per minute; now ` +
-      `${last.queue ?? "—"}`, "queue");
+    const queue = lineChart(buckets, "queue", `Queue depth (PENDING tasks of every pool) per ` +
+      `minute; now ${last.queue ?? "—"}`, "queue");
+    $("#queue-scope").textContent = currentPool() ? "(every pool: the health stream counts " +
+      "the whole server)" : "";
     $("#chart-tasks").replaceChildren(tasks);
     $("#chart-queue").replaceChildren(queue);
     $("#chart-now").textContent = `This minute: ${last.created ?? "—"} created · ` +

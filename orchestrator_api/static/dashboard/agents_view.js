@@ -8,6 +8,7 @@ import { refresher } from "./budget.js";
 import { apiAll } from "./http.js";
 import { LiveView } from "./live_view.js";
 import { learnAgents, learnTasks, taskTitles } from "./names.js";
+import { currentPool, learnPools, poolBadge } from "./pool.js";
 import { go, query } from "./router.js";
 import { $, HELD, UNKNOWN, ago, badge, el, plural, shortId } from "./util.js";
 
@@ -51,12 +52,12 @@ export class AgentsView extends LiveView {
   }
 
   fetchAgents() {
-    return apiAll("/api/v1/agents").then((agents) => ({ agents }));
+    return apiAll("/api/v1/agents", poolParam()).then((agents) => ({ agents }));
   }
 
   async fetchHeld() {
     const lists = await Promise.all(["ASSIGNED", "IN_PROGRESS"].map((status) =>
-      apiAll("/api/v1/tasks", { status })));
+      apiAll("/api/v1/tasks", { status, ...poolParam() })));
     return { held: lists.flat() };
   }
 
@@ -66,6 +67,7 @@ export class AgentsView extends LiveView {
     if (agents) {
       this.agents = new Map(agents.map((agent) => [agent.id, agent]));
       learnAgents(agents);
+      learnPools(agents.map((agent) => agent.pool));
     }
     if (held) {
       learnTasks(held);
@@ -160,7 +162,7 @@ function row(agent, tasks) {
     "tr",
     { dataset: { agentId: agent.id, status: agent.status } },
     el("th", { scope: "row" }, el("span", { class: "agent-name", text: agent.name }),
-      el("span", { class: "sub", text: agent.type })),
+      el("span", { class: "sub", text: agent.type }), poolBadge(agent.pool || "")),
     el("td", { class: "status-cell" }, badge(agent.status)),
     el("td", { class: "caps-cell" },
       el("ul", { class: "chips" }, (agent.capabilities || []).map((c) =>
@@ -177,6 +179,10 @@ function row(agent, tasks) {
     el("td", { class: "heartbeat-cell", dataset: { at: agent.last_heartbeat_at || "" },
       text: ago(agent.last_heartbeat_at) }),
   );
+}
+
+function poolParam() {
+  return currentPool() ? { pool: currentPool() } : {};
 }
 
 export function meter(value, max, text) {

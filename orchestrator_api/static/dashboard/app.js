@@ -17,6 +17,8 @@ import { ActivityView } from "./activity_view.js";
 import { AgentsView } from "./agents_view.js";
 import { auth } from "./auth.js";
 import { setLifecycle } from "./lifecycle.js";
+import { settlePool } from "./pool.js";
+import { initPoolPicker, renderPoolPicker } from "./pool_picker.js";
 import { registerView, startRouting, stopRouting } from "./router.js";
 import { SessionView } from "./session_view.js";
 import { SessionsView } from "./sessions_view.js";
@@ -29,6 +31,8 @@ function startApp() {
   stopApp();
   auth.updateButton();
   auth.applyRole();
+  settlePool(); // a token scoped to pools shows one of them
+  renderPoolPicker();
   startSystemStrip();
   startActivity();
   startRouting();
@@ -45,6 +49,7 @@ function stopApp() {
 
 export function init() {
   setLifecycle(startApp, stopApp);
+  initPoolPicker();
   registerView("sessions", new SessionsView());
   registerView("session", new SessionView());
   registerView("agents", new AgentsView());

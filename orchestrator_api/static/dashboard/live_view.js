@@ -3,6 +3,7 @@
 
 import { refresher } from "./budget.js";
 import { failure } from "./http.js";
+import { inPool } from "./pool.js";
 import { Stream } from "./streams.js";
 import { TASK_COLORS_ORDER, el, say } from "./util.js";
 
@@ -20,6 +21,7 @@ export class LiveView {
     this.loaded = false; // a snapshot arrived since enter(): until then, figures are "—"
     this.retryTimer = null;
     this.renderQueued = false;
+    this.byPool = true; // events of other pools than the one shown are left out
     // Events that need what only HTTP has: one background reload for a burst (budget.js).
     this.refresh = refresher(() => this.load());
   }
@@ -90,7 +92,7 @@ export class LiveView {
   }
 
   receive(message) {
-    if (!this.active) return;
+    if (!this.active || (this.byPool && !inPool(message))) return;
     if (this.inFlight > 0) {
       this.buffer.push(message);
       return;

@@ -1,7 +1,8 @@
-/* Dashboard: the session page's heading and summary (status, priority, type, progress
+/* Dashboard: the session page's heading and summary (status, priority, type, pool, progress
  * counted from its tasks, times, error). */
 
 import { countTasks, progressBar } from "./live_view.js";
+import { poolBadge } from "./pool.js";
 import { $, badge, el, when } from "./util.js";
 
 export function renderSummary(session, tasks) {
@@ -10,6 +11,7 @@ export function renderSummary(session, tasks) {
     ["Status", badge(session.status)],
     ["Priority", session.priority],
     ["Type", session.type],
+    ["Pool", poolBadge(session.pool || "")],
     ["Progress", progressBar(countTasks(tasks))],
     ["Created", when(session.created_at)],
   ];

@@ -25,6 +25,7 @@ export class SessionView extends LiveView {
     this.session = null;
     this.tasks = new Map();
     this.taskParam = null;
+    this.byPool = false; // its events are the session's, whichever pool is shown
     this.detail = new TaskDetail(this);
     this.refreshTasks = refresher(() => this.loadTasks());
     this.actions = actionButtons(() => this.session, (updated) => {

@@ -7,6 +7,7 @@ import { actionButtons, syncActions } from "./actions.js";
 import { api, failure } from "./http.js";
 import { LiveView, moveCount, progressBar } from "./live_view.js";
 import { learnSessions } from "./names.js";
+import { currentPool, learnPools, poolBadge } from "./pool.js";
 import { go, query } from "./router.js";
 import { $, PAGE_SIZE, UNKNOWN, badge, el, plural, say, when } from "./util.js";
 
@@ -53,6 +54,7 @@ export class SessionsView extends LiveView {
   fetch() {
     const params = { page: this.page, page_size: PAGE_SIZE };
     if (this.status) params.status = this.status;
+    if (currentPool()) params.pool = currentPool();
     return api("GET", `/api/v1/sessions?${new URLSearchParams(params)}`);
   }
 
@@ -61,6 +63,7 @@ export class SessionsView extends LiveView {
     this.total = data.total;
     this.hasMore = data.has_more;
     learnSessions(data.items);
+    learnPools(data.items.map((s) => s.pool));
   }
 
   /** replay: the event came while a snapshot was loading, which may already count it. */
@@ -127,7 +130,8 @@ export class SessionsView extends LiveView {
       this.render();
     });
     row.append(
-      el("th", { scope: "row", class: "title-cell" }, el("a", {}), el("span", { class: "sub" })),
+      el("th", { scope: "row", class: "title-cell" }, el("a", {}), el("span", { class: "sub" }),
+        poolBadge("")),
       el("td", { class: "status-cell" }),
       el("td", { class: "priority-cell" }),
       el("td", { class: "progress-cell" }),
@@ -142,7 +146,8 @@ export class SessionsView extends LiveView {
     const link = cells[0].firstChild;
     link.href = `#/sessions/${session.id}`;
     link.textContent = session.title;
-    cells[0].lastChild.textContent = session.type;
+    cells[0].children[1].textContent = session.type;
+    cells[0].lastChild.textContent = session.pool || "";
     const key = JSON.stringify([session.status, session.priority, session.progress,
       session.created_at, session.title, document.body.dataset.canWrite]);
     if (row.dataset.key === key) return;
@@ -168,17 +173,16 @@ export class SessionsView extends LiveView {
     const submit = form.querySelector("button[type=submit]");
     submit.disabled = true;
     try {
-      let session = await api("POST", "/api/v1/sessions", {
-        title,
-        type: form.type.value,
-        priority: form.priority.value,
-      });
+      const payload = { title, type: form.type.value, priority: form.priority.value };
+      if (currentPool()) payload.pool = currentPool(); // else the server's default
+      let session = await api("POST", "/api/v1/sessions", payload);
       if (form.start.checked) {
         session = await api("POST", `/api/v1/sessions/${session.id}/start`);
       }
       form.title.value = "";
       say(`Session “${session.title}” created.`, "success");
       if (this.page === 1 && (!this.status || this.status === session.status) &&
+          (!currentPool() || session.pool === currentPool()) &&
           !this.items.some((s) => s.id === session.id)) {
         this.items = [session, ...this.items].slice(0, PAGE_SIZE); // its event changes nothing
         this.total += 1;
