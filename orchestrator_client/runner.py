@@ -121,7 +121,7 @@ class CommandRunner(ReferenceAgent):
                 if self.aborting.is_set():
                     break
                 if self.stop_after is not None and self.finished >= self.stop_after:
-                    break
+                    self.drain()  # those still running finish
                 if self.draining.is_set():
                     if not self.running:
                         break
@@ -142,6 +142,10 @@ class CommandRunner(ReferenceAgent):
         if runs:
             self.echo(f"{self.name}: handing back {len(runs)} task(s)")
         self.stop()
+
+    def request_stop(self) -> None:
+        super().request_stop()
+        self._beat_now.set()  # the heartbeat thread ends now, not at its next beat
 
     @property
     def running(self) -> int:
@@ -238,7 +242,12 @@ class CommandRunner(ReferenceAgent):
         finally:
             with self._lock:
                 self.runs.pop(task_id, None)
+                self._in_flight.discard(task_id)
             run.ended.set()
+            if run.lost_event.is_set():
+                # an offer of the task again (reassigned to it meanwhile) was ignored while
+                # this attempt was ending: look again now
+                self._poll_now.set()
 
     def _execute(self, run: TaskRun, task: dict[str, Any]) -> None:
         title = task["title"]
