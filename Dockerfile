@@ -8,7 +8,7 @@ COPY orchestrator_worker ./orchestrator_worker
 COPY orchestrator_client ./orchestrator_client
 COPY orchestrator_cli ./orchestrator_cli
 RUN pip install --no-cache-dir .
-COPY alembic.ini gunicorn.conf.py Procfile ./
+COPY alembic.ini gunicorn.conf.py gunicorn_gateway.conf.py Procfile ./
 COPY migrations ./migrations
 RUN useradd --create-home orchestrator
 USER orchestrator

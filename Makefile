@@ -47,9 +47,9 @@ redis-free:
 	  { echo "REDIS_URL names a Redis db index that a test run is using; pick another index" >&2; exit 1; }
 
 run: venv-run services redis-free migrate
-	@echo "==> starting the API, worker, webhooks worker, beat and Flower (Ctrl-C stops them all)"
+	@echo "==> starting the API, WebSocket gateway, worker, webhooks worker, beat and Flower (Ctrl-C stops them all)"
 	@$(BIN)/python -m shared.announce http://localhost:$(PORT) $(FLOWER_PORT) &
-	$(BIN)/honcho start --port $(PORT) web worker webhooks beat flower
+	$(BIN)/honcho start --port $(PORT) web gateway worker webhooks beat flower
 
 test: venv services browser
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -96,6 +96,7 @@ def _close_sockets_on_term(worker):
     """On SIGTERM, WebSocket clients get a close frame (1001) at once, instead of holding
     their threads until the graceful timeout; then gunicorn's own handler runs."""
     import signal
+    import threading
 
     gunicorn_handler = signal.getsignal(signal.SIGTERM)
 
@@ -103,6 +104,8 @@ def _close_sockets_on_term(worker):
         hub = worker.wsgi.extensions["orchestrator"].hub
         if hub is not None:
             hub.closing.set()
+            # Each socket's thread sleeps until woken: wake them all, outside the handler.
+            threading.Thread(target=hub.shut_down, daemon=True).start()
         if callable(gunicorn_handler):
             gunicorn_handler(signum, frame)
 

@@ -30,9 +30,12 @@ from shared import pools, relay
 from shared.models import Agent, WorkSession
 
 CLOSE_GRACE_SECONDS = 1.0
-# A socket's own thread sleeps until its client sends something, or this long: then it
-# retries what waits for a slow client and notices a shutdown.
+# A socket's own thread sleeps until its client sends something or it is woken (bytes
+# wait for a slow client, events overflowed, the process shuts down). While bytes wait it
+# retries them this often; otherwise it looks around this often, just in case: ten
+# thousand idle sockets must cost next to nothing.
 SOCKET_THREAD_WAKE_SECONDS = 0.5
+IDLE_WAKE_SECONDS = 30.0
 GOING_AWAY_CLOSE = 1001
 SLOW_CLIENT_CLOSE = 1013
 NOT_FOUND_CLOSE = 4404
@@ -122,16 +125,18 @@ def _serve_one(ws, model, raw_id: str, filter_for: Callable[[str], Filter]) -> N
     if found is None or (allowed is not None and found.pool not in allowed):
         _close(ws, NOT_FOUND_CLOSE, f"{what} {entity_id} not found")
         return
-    _serve(ws, filter_for(str(entity_id)))
+    _serve(ws, filter_for(str(entity_id)), route=str(entity_id))
 
 
-def _serve(ws, wants: Filter) -> None:
-    """Resume from ?last_event_id= if given, then the live stream, until the client goes."""
+def _serve(ws, wants: Filter, route: str | None = None) -> None:
+    """Resume from ?last_event_id= if given, then the live stream, until the client goes.
+    `route`: the session or agent id every wanted event names (the hub finds the socket
+    by it)."""
     events_hub = hub()
     # Everything published after the handshake has a larger id than what the hub has
     # already fanned out; what is fanned out before the subscription below is read back.
     connected_at = events_hub.last_seq
-    subscription = events_hub.subscribe(wants)
+    subscription = events_hub.subscribe(wants, route=route)
     try:
         writer = _take_over_socket(ws)
         last_event_id = request.args.get("last_event_id")
@@ -150,7 +155,7 @@ def _take_over_socket(ws) -> SocketWriter:
     try:
         ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         send_timeout = current_app.extensions["orchestrator"].settings.ws_send_timeout_seconds
-        writer = SocketWriter(ws.sock, send_timeout=send_timeout)
+        writer = SocketWriter(ws.sock, send_timeout=send_timeout, wake=ws.event.set)
     except OSError:  # the client closed already (its socket with it)
         raise ConnectionClosed(ws.close_reason, ws.close_message) from None
     ws.sock = writer
@@ -166,13 +171,12 @@ def _pump(ws, events_hub: Hub, subscription: Subscription, writer: SocketWriter)
             ws.close(SLOW_CLIENT_CLOSE, "client too slow: event buffer full")
             writer.drain(writer.send_timeout)
             return
-        ws_access.renew_lease()
         if events_hub.closing.is_set():
             _close(ws, GOING_AWAY_CLOSE, "server shutting down; reconnect with last_event_id")
             writer.drain(CLOSE_GRACE_SECONDS)
             return
-        writer.flush()
-        _answer_client(ws, timeout=SOCKET_THREAD_WAKE_SECONDS)
+        all_sent = writer.flush()
+        _answer_client(ws, timeout=IDLE_WAKE_SECONDS if all_sent else SOCKET_THREAD_WAKE_SECONDS)
 
 
 def _resume(
@@ -212,7 +216,6 @@ def _resume(
 def _client_took_it(ws, writer: SocketWriter) -> bool:
     """Wait until the client has taken what was sent; False if it is gone, has taken
     nothing for WS_SEND_TIMEOUT_SECONDS, or the process is shutting down."""
-    ws_access.renew_lease()
     while not writer.flush():
         if not ws.connected or writer.broken or writer.stalled() or hub().closing.is_set():
             return False
@@ -252,14 +255,16 @@ def _send_dropped(ws, last_event_id: int, oldest_available_id: int) -> None:
 
 
 def _answer_client(ws, timeout: float) -> None:
-    """Clients need send nothing; a "ping" gets a "pong", anything else an error frame."""
-    incoming = ws.receive(timeout=timeout)
-    if incoming is None:
-        return
-    if isinstance(incoming, str) and incoming.strip().lower() in ("ping", '{"type": "ping"}'):
-        ws.send(json.dumps({"type": "pong"}))
-    else:
-        _send_error(ws, "Messages from clients are not understood; this stream is one-way")
+    """Sleep until the client sends something or the socket is woken (ws.event: set by
+    simple-websocket's reader and by the SocketWriter), at most `timeout`; then answer
+    every message received. Clients need send nothing; a "ping" gets a "pong", anything
+    else an error frame."""
+    ws.event.wait(timeout)
+    while (incoming := ws.receive(timeout=0)) is not None:
+        if isinstance(incoming, str) and incoming.strip().lower() in ("ping", '{"type": "ping"}'):
+            ws.send(json.dumps({"type": "pong"}))
+        else:
+            _send_error(ws, "Messages from clients are not understood; this stream is one-way")
 
 
 def _send_error(ws, text_message: str) -> None:

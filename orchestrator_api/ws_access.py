@@ -11,10 +11,12 @@ Each process counts its own sockets (`ProcessSlots`, no I/O): in all, at most
 the process that many threads besides WEB_THREADS, which stay for HTTP), and per client at
 most `WS_MAX_CONNECTIONS_PER_CLIENT`. Across processes, connections are counted per client
 with leases in Redis: a sorted set of connection ids scored by lease expiry. A live
-connection renews its lease; one whose process died stops renewing, and its slot is free
-again within `LEASE_SECONDS`. While Redis is down, the process's own count is the bound (a
-client may then hold the limit in each process), and a socket opened meanwhile takes its
-lease once Redis is back, so it counts across processes again.
+connection's lease is renewed (by one thread per process, `LeaseKeeper`, all of them in
+one pipeline: ten thousand sockets must not each wake to renew); one whose process died
+stops being renewed, and its slot is free again within `LEASE_SECONDS`. While Redis is
+down, the process's own count is the bound (a client may then hold the limit in each
+process), and a socket opened meanwhile takes its lease once Redis is back, so it counts
+across processes again.
 """
 
 from __future__ import annotations
@@ -69,29 +71,68 @@ class Lease:
         self.held = bool(taken)
         return self.held
 
-    def renew_if_due(self) -> None:
-        """Extend the lease; or take it, for a socket opened while Redis was down (or whose
-        lease lapsed): the socket is open, so it counts, over the limit or not."""
-        now = time.time()
-        if now - self.renewed_at < (RENEW_SECONDS if self.held else RETRY_SECONDS):
-            return
-        self.renewed_at = now
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.zadd(self.key, {self.member: now + LEASE_SECONDS})
-            pipe.expire(self.key, 2 * LEASE_SECONDS)
-            pipe.execute()
-        except redis_lib.RedisError as exc:
-            if self.held:
-                log.warning("websocket lease not renewed: %s", exc.__class__.__name__)
-            return
-        self.held = True
+    def due(self, now: float) -> bool:
+        return now - self.renewed_at >= (RENEW_SECONDS if self.held else RETRY_SECONDS)
 
     def release(self) -> None:
         try:
             self.client.zrem(self.key, self.member)
         except redis_lib.RedisError as exc:
             log.warning("websocket lease not released (it expires): %s", exc.__class__.__name__)
+
+
+class LeaseKeeper:
+    """This process's open leases, renewed when due in one pipeline every RETRY_SECONDS;
+    a socket opened while Redis was down (or whose lease lapsed) takes its lease then:
+    the socket is open, so it counts, over the limit or not."""
+
+    BATCH = 1000  # leases per round trip
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.leases: set[Lease] = set()
+        self.thread: threading.Thread | None = None
+
+    def add(self, lease: Lease) -> None:
+        with self.lock:
+            self.leases.add(lease)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="ws-leases", daemon=True)
+                self.thread.start()
+
+    def discard(self, lease: Lease) -> None:
+        with self.lock:
+            self.leases.discard(lease)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(RETRY_SECONDS)
+            try:
+                self.renew_due()
+            except Exception:
+                log.exception("websocket leases not renewed")
+
+    def renew_due(self) -> None:
+        now = time.time()
+        with self.lock:
+            due = [lease for lease in self.leases if lease.due(now)]
+        for start in range(0, len(due), self.BATCH):
+            batch = due[start : start + self.BATCH]
+            try:
+                pipe = batch[0].client.pipeline(transaction=False)
+                for lease in batch:
+                    pipe.zadd(lease.key, {lease.member: now + LEASE_SECONDS})
+                    pipe.expire(lease.key, 2 * LEASE_SECONDS)
+                pipe.execute()
+            except redis_lib.RedisError as exc:
+                if any(lease.held for lease in batch):
+                    log.warning("websocket leases not renewed: %s", exc.__class__.__name__)
+                for lease in batch:
+                    lease.renewed_at = now  # retried in RENEW_SECONDS, or RETRY_SECONDS
+                return
+            for lease in batch:
+                lease.renewed_at = now
+                lease.held = True
 
 
 class ProcessSlots:
@@ -124,6 +165,7 @@ class ProcessSlots:
 
 
 SLOTS = ProcessSlots()
+LEASES = LeaseKeeper()
 _full_logged_at = 0.0
 
 
@@ -165,6 +207,7 @@ def check_handshake() -> Response | None:
             exc.__class__.__name__,
         )
     g.ws_lease = lease
+    LEASES.add(lease)
     return None
 
 
@@ -193,16 +236,11 @@ def _process_full(total: int) -> Response:
     )
 
 
-def renew_lease() -> None:
-    lease = g.get("ws_lease")
-    if lease is not None:
-        lease.renew_if_due()
-
-
 def release_lease(_exc: BaseException | None = None) -> None:
     client = g.pop("ws_slot", None)
     if client is not None:
         SLOTS.give_back(client)
     lease = g.pop("ws_lease", None)
     if lease is not None:
+        LEASES.discard(lease)
         lease.release()

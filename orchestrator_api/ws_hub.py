@@ -3,9 +3,11 @@
 One reader per web process follows the Redis Stream of events (no Redis connection per
 client), frames each event once, and writes to each socket the events it wants: after a
 write it lets events gather for a moment, so each socket gets a batch in one write (at a
-thousand sockets, the work is the writes). Ids are gapless: a gap in the stream (an XADD
-lost to a crash or a Redis restart) is filled from PostgreSQL. A second thread computes
-`system.health` for the `/ws/system` sockets.
+thousand sockets, the work is the writes; the moment grows with the time a fan-out took,
+so a busy gateway writes bigger batches instead of falling behind). The sockets of one
+session or agent are found by the ids an event names, not by asking every socket. Ids are
+gapless: a gap in the stream (an XADD lost to a crash or a Redis restart) is filled from
+PostgreSQL. A second thread computes `system.health` for the `/ws/system` sockets.
 """
 
 from __future__ import annotations
@@ -27,8 +29,12 @@ from shared.models import Agent, Task, WorkSession
 
 log = logging.getLogger(__name__)
 
-# Events that arrive within this long of the last write go to each socket in one write.
+# Events that arrive within this long of the last write go to each socket in one write;
+# when a fan-out took longer, they gather that long (at most the second bound).
 FAN_OUT_INTERVAL_SECONDS = 0.025
+MAX_GATHER_SECONDS = 0.25
+# The payload fields by which an event finds the sockets of one session or agent.
+ROUTING_FIELDS = ("session_id", "agent_id", "previous_agent_id")
 # Events read from PostgreSQL at a time when the stream missed some.
 CATCH_UP_PAGE = 10000
 
@@ -42,12 +48,15 @@ class Hub:
         self.redis = redis_lib.Redis.from_url(
             ext.settings.redis_url, socket_timeout=5, socket_connect_timeout=2
         )
-        self.subscriptions: set[Subscription] = set()
+        self.subscriptions: set[Subscription] = set()  # each of them...
+        self.unrouted: set[Subscription] = set()  # ...and these see every event
+        self.routed: dict[str, set[Subscription]] = {}  # the rest: by a payload id
         self.system_subscriptions: set[Subscription] = set()
         self.lock = threading.Lock()
         self.framing = FrameProtocol(client=False, extensions=[])  # the reader's thread only
         self.batch: list[tuple[dict, int, str]] = []  # read, not yet written
         self.fanned_out_at = 0.0
+        self.gather_seconds = FAN_OUT_INTERVAL_SECONDS
         self.last_seq = relay.latest_seq(ext.database)
         self.health: dict | None = None
         self.stopped = threading.Event()
@@ -55,10 +64,21 @@ class Hub:
         threading.Thread(target=self._read_stream, name="ws-hub-reader", daemon=True).start()
         threading.Thread(target=self._tick_health, name="ws-hub-health", daemon=True).start()
 
-    def subscribe(self, wants: Filter, *, system: bool = False) -> Subscription:
-        subscription = Subscription(wants)
+    def subscribe(
+        self, wants: Filter, *, system: bool = False, route: str | None = None
+    ) -> Subscription:
+        """`route`: the socket wants only events whose payload names this id in one of
+        ROUTING_FIELDS (and `wants` decides among them)."""
+        subscription = Subscription(wants, route=route)
         with self.lock:
-            (self.system_subscriptions if system else self.subscriptions).add(subscription)
+            if system:
+                self.system_subscriptions.add(subscription)
+            else:
+                self.subscriptions.add(subscription)
+                if route is None:
+                    self.unrouted.add(subscription)
+                else:
+                    self.routed.setdefault(route, set()).add(subscription)
             WEBSOCKET_CONNECTIONS.set(self.connections())
         return subscription
 
@@ -66,7 +86,21 @@ class Hub:
         with self.lock:
             self.subscriptions.discard(subscription)
             self.system_subscriptions.discard(subscription)
+            self.unrouted.discard(subscription)
+            same_route = self.routed.get(subscription.route)
+            if same_route is not None:
+                same_route.discard(subscription)
+                if not same_route:
+                    del self.routed[subscription.route]
             WEBSOCKET_CONNECTIONS.set(self.connections())
+
+    def shut_down(self) -> None:
+        """Every socket closes with 1001: each is woken to see it."""
+        self.closing.set()
+        with self.lock:
+            targets = list(self.subscriptions | self.system_subscriptions)
+        for subscription in targets:
+            subscription.wake()
 
     def connections(self) -> int:
         return len(self.subscriptions) + len(self.system_subscriptions)
@@ -77,17 +111,33 @@ class Hub:
     def _fan_out(self) -> None:
         """Write the batch read since the last time: one write per socket that wants any."""
         batch, self.batch = self.batch, []
-        self.fanned_out_at = time.monotonic()
-        with self.lock:
-            targets = list(self.subscriptions)
-        if not batch or not targets:
+        began = self.fanned_out_at = time.monotonic()
+        if not batch or not self.subscriptions:
             return  # no socket here: nothing to frame
         framed = [(m, seq, self.framing.send_data(raw, fin=True)) for m, seq, raw in batch]
-        for subscription in targets:
+        writes: dict[Subscription, list[tuple[int, bytes]]] = {}
+        with self.lock:
+            unrouted = list(self.unrouted)
+            for message, seq, frame in framed:
+                payload = message.get("payload") or {}
+                for field in ROUTING_FIELDS:
+                    route = payload.get(field)
+                    if not isinstance(route, str):
+                        continue
+                    for subscription in self.routed.get(route, ()):
+                        frames = writes.setdefault(subscription, [])
+                        if (not frames or frames[-1][0] != seq) and subscription.wants(message):
+                            frames.append((seq, frame))
+        for subscription, frames in writes.items():
+            if frames:
+                subscription.deliver(frames)
+        for subscription in unrouted:
             wants = subscription.wants
             frames = [(seq, frame) for message, seq, frame in framed if wants(message)]
             if frames:
                 subscription.deliver(frames)
+        took = time.monotonic() - began
+        self.gather_seconds = min(max(FAN_OUT_INTERVAL_SECONDS, took), MAX_GATHER_SECONDS)
 
     def _catch_up(self, before: int | None = None) -> None:
         """Deliver from PostgreSQL what the stream did not carry: up to `before` (a gap,
@@ -108,7 +158,7 @@ class Hub:
         while not self.stopped.is_set():
             # Right after a write, let events gather for a moment: a thousand sockets
             # cost a thousand writes per batch, however few events it holds.
-            wait = self.fanned_out_at + FAN_OUT_INTERVAL_SECONDS - time.monotonic()
+            wait = self.fanned_out_at + self.gather_seconds - time.monotonic()
             if wait > 0:
                 self.stopped.wait(wait)
             try:

@@ -29,10 +29,21 @@ class SocketWriter:
     What waits is a queue of writes, each whole frames. A control frame (ping, pong,
     close) goes ahead of the writes not yet begun, so a client busy with a backlog still
     answers pings in time; after a close, the data still waiting is dropped (nothing may
-    follow a close, and the client resumes from its last id)."""
+    follow a close, and the client resumes from its last id).
 
-    def __init__(self, raw: socket.socket, *, send_timeout: float) -> None:
+    `wake` is called when bytes start waiting or events overflow: the socket's own
+    thread, which otherwise sleeps until its client sends something, then retries the
+    writes (and drops a client that takes nothing)."""
+
+    def __init__(
+        self,
+        raw: socket.socket,
+        *,
+        send_timeout: float,
+        wake: Callable[[], None] | None = None,
+    ) -> None:
         self.raw = raw
+        self.wake = wake
         # How long the client may take nothing before the socket is dropped.
         self.send_timeout = send_timeout
         self.pending: deque[bytes] = deque()
@@ -51,14 +62,19 @@ class SocketWriter:
                 return len(data)
             if event and (self.overflowed or self.pending_bytes + len(data) > BUFFER_BYTES):
                 self.overflowed = True
-                return 0
-            if not event and _is_control(data):
-                self._queue_control(data)
+                waiting_began = True
             else:
-                self.pending.append(data)
-                self.pending_bytes += len(data)
-            self._write()
-        return len(data)
+                waiting_began = not self.pending
+                if not event and _is_control(data):
+                    self._queue_control(data)
+                else:
+                    self.pending.append(data)
+                    self.pending_bytes += len(data)
+                self._write()
+                waiting_began = waiting_began and bool(self.pending)
+        if waiting_began and self.wake is not None:
+            self.wake()
+        return 0 if self.overflowed and event else len(data)
 
     def _queue_control(self, frames: bytes) -> None:
         begun = self.pending.popleft() if self.offset else None  # a frame is never cut
@@ -162,8 +178,9 @@ class Subscription:
     (a resume), its events are held; then they go to its writer, skipping ids the resume
     already covered."""
 
-    def __init__(self, wants: Filter) -> None:
+    def __init__(self, wants: Filter, *, route: str | None = None) -> None:
         self.wants = wants
+        self.route = route  # the id the hub finds it by (None: it sees every event)
         self.writer: SocketWriter | None = None
         self.floor = 0  # ids up to here were sent by the resume
         self.held: list[tuple[int, bytes]] = []
@@ -185,6 +202,12 @@ class Subscription:
                     self.held_bytes += sum(len(frame) for _, frame in frames)
                     return
         self._write(frames)
+
+    def wake(self) -> None:
+        """Wake the socket's own thread (the hub is shutting down)."""
+        writer = self.writer
+        if writer is not None and writer.wake is not None:
+            writer.wake()
 
     def go_live(self, writer: SocketWriter, floor: int) -> None:
         with self.lock:

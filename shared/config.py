@@ -139,6 +139,10 @@ class Settings:
     # request.
     web_concurrency: int = 2
     web_threads: int = 16
+    # The WebSocket gateway (gunicorn_gateway.conf.py, gevent): processes, and open sockets
+    # each at most (it stands in for WS_MAX_CONNECTIONS_PER_PROCESS there).
+    gateway_concurrency: int = 1
+    gateway_max_connections: int = 20_000
     access_log: bool = False
     # The Celery worker's own /metrics port (none: not served), and beat's schedule file
     # (empty: one of this stack's own in the temporary directory).
@@ -252,6 +256,8 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "ws_ping_interval_seconds": _float_between(0.1, 3_600),
     "web_concurrency": _int_between(1, 256),
     "web_threads": _int_between(1, 10_000),
+    "gateway_concurrency": _int_between(1, 256),
+    "gateway_max_connections": _int_between(1, 1_000_000),
     "access_log": _bool,
     "worker_metrics_port": _int_between(1, 65_535),
     "celery_beat_schedule": _text,

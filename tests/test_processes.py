@@ -16,7 +16,17 @@ from tests.support.processes import BIN, free_port, output, procfile, start, sto
 
 
 def test_procfile_has_every_process():
-    assert set(procfile()) == {"release", "web", "worker", "webhooks", "beat", "flower"}
+    assert set(procfile()) == {
+        "release",
+        "web",
+        "gateway",
+        "worker",
+        "webhooks",
+        "beat",
+        "flower",
+    }
+    assert "gunicorn_gateway.conf.py" in procfile()["gateway"]
+    assert "GATEWAY_PORT" in procfile()["gateway"]
     assert "-Q webhooks" in procfile()["webhooks"] and "-Q celery" in procfile()["worker"]
     assert "$PORT" in procfile()["web"] or "${PORT" in procfile()["web"]
     assert "FLOWER_PORT" in procfile()["flower"]
@@ -82,9 +92,10 @@ def compose():
 
 def test_compose_runs_the_same_stack(compose):
     services = compose["services"]
-    processes = ("release", "api", "worker", "webhooks", "beat", "flower")
+    processes = ("release", "api", "gateway", "worker", "webhooks", "beat", "flower")
     assert set(services) >= {"postgres", "redis", *processes}
     assert "webhooks" in services["webhooks"]["command"]
+    assert "gunicorn_gateway.conf.py" in services["gateway"]["command"]
     for name in processes:
         env = services[name]["environment"]
         assert env["DATABASE_URL"].startswith("postgresql://")

@@ -18,6 +18,7 @@ from tests.support.processes import (
     free_port,
     kill_group,
     running_web,
+    serving,
     start,
     stop,
     wait_for_http,
@@ -40,6 +41,7 @@ PING_INTERVAL_SECONDS = 3
 
 
 live = live_server_fixture(
+    gateway=True,
     SYSTEM_EVENT_INTERVAL_SECONDS="1",
     WEB_THREADS="32",
     WS_SEND_TIMEOUT_SECONDS="2",
@@ -382,29 +384,25 @@ def _events_across_an_outage(base, server):
     stream.close()
 
 
-def test_sigterm_closes_sockets_with_going_away(settings):
+@pytest.mark.parametrize("process", ["web", "gateway"])
+def test_sigterm_closes_sockets_with_going_away(settings, process):
     """Graceful shutdown: WebSocket clients get a 1001 close at once and can reconnect
-    elsewhere with their last id, instead of holding the server to its graceful timeout."""
+    elsewhere with their last id, instead of holding the server to its graceful timeout.
+    Idle sockets sleep until woken: every one of them is."""
     import os
     import signal
 
-    from simple_websocket import ConnectionClosed
-
-    port = free_port()
-    web = start("web", settings, PORT=str(port))
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/ready", web)
-        stream = Stream(f"http://127.0.0.1:{port}", "/ws/sessions")
-        os.killpg(web.pid, signal.SIGTERM)
+    with serving(process, settings, WS_MAX_CONNECTIONS_PER_CLIENT="100") as (base, server):
+        streams = [Stream(base, path) for path in ("/ws/sessions", "/ws/agents") * 10]
+        os.killpg(server.pid, signal.SIGTERM)
         started = time.monotonic()
-        with pytest.raises(ConnectionClosed) as closed:
-            while time.monotonic() - started < 10:
-                stream.client.receive(timeout=0.5)
-        assert closed.value.reason == 1001
+        for stream in streams:
+            with pytest.raises(ConnectionClosed) as closed:
+                while time.monotonic() - started < 10:
+                    stream.client.receive(timeout=0.5)
+            assert closed.value.reason == 1001
         assert time.monotonic() - started < 5
-        web.wait(timeout=20)
-    finally:
-        stop(web)
+        server.wait(timeout=20)
 
 
 def test_a_killed_web_process_loses_its_clients_nothing(live, settings):

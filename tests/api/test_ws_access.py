@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.shared_data, pytest.mark.process]
 
 prod = live_server_fixture(
     worker=False,
+    gateway=True,
     ORCHESTRATOR_ENV="production",
     API_SECRET_KEY=KEY,
     WS_MAX_CONNECTIONS_PER_CLIENT="5",

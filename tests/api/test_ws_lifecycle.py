@@ -4,6 +4,7 @@ client is (CONTRACT section 9), and a client's normal close, which is not an err
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 import uuid
@@ -14,22 +15,17 @@ from simple_websocket import Client
 from sqlalchemy import text
 
 from tests.support.database import empty_tables
-from tests.support.processes import free_port, output, start, stop, wait_for_http
+from tests.support.processes import output, serving
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.process]
 
 
-@contextlib.contextmanager
-def web_process(settings, **extra_env):
-    """The Procfile's `web` on a free port, ready; yields (base URL, process)."""
-    port = free_port()
-    web = start("web", settings, PORT=str(port), **extra_env)
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/ready", web)
-        yield f"http://127.0.0.1:{port}", web
-    finally:
-        stop(web)
+@pytest.fixture(params=["web", "gateway"])
+def web_process(request, settings):
+    """Starts the Procfile's `web`, or `gateway` (beside a `web`), on a free port, ready;
+    yields (base URL, the process serving the sockets)."""
+    return functools.partial(serving, request.param, settings)
 
 
 def ended_streams(process) -> list[dict]:
@@ -89,11 +85,11 @@ def receive_all(client, until, timeout: float = 60) -> list[dict]:
 RESUMED = 12_000  # more than a resume read at once before (10,000)
 
 
-def test_a_resume_delivers_every_retained_event_however_far_behind(settings, database):
+def test_a_resume_delivers_every_retained_event_however_far_behind(web_process, database):
     """A client 12,000 events behind gets all 12,000, in order, then the live stream; and
     when some are no longer retained, an events.dropped message says exactly which."""
     empty_tables(database)
-    with web_process(settings, EVENT_RETENTION="20000") as (base, _web):
+    with web_process(EVENT_RETENTION="20000") as (base, _web):
         ws_base = base.replace("http", "ws")
         requests.post(f"{base}/api/v1/sessions", json={"title": "before"}, timeout=10)
         last_seen = wait_for(lambda: published_up_to(database))
@@ -128,13 +124,13 @@ def test_a_resume_delivers_every_retained_event_however_far_behind(settings, dat
         client.close()
 
 
-def test_a_client_closing_its_socket_logs_no_error(settings, database):
+def test_a_client_closing_its_socket_logs_no_error(web_process, database):
     """Clients close in every way a client does: a close frame at once or after a while, or
     the TCP connection dropped; none of it is an error of the server's."""
     empty_tables(database)
     failures = []
     with web_process(
-        settings, LOG_LEVEL="INFO", WEB_CONCURRENCY="1", WS_MAX_CONNECTIONS_PER_CLIENT="100"
+        LOG_LEVEL="INFO", WEB_CONCURRENCY="1", WS_MAX_CONNECTIONS_PER_CLIENT="100"
     ) as (base, web):
         ws_base = base.replace("http", "ws")
         session = requests.post(f"{base}/api/v1/sessions", json={"title": "s"}, timeout=10).json()

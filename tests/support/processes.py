@@ -113,6 +113,32 @@ def running_web(settings, port: int | None = None, **extra_env) -> Iterator[str]
         stop(web)
 
 
+@contextlib.contextmanager
+def running_gateway(settings, port: int | None = None, **extra_env) -> Iterator[str]:
+    """The Procfile's `gateway` (gevent) on `port` (default: a free one), ready, beside a
+    `web` that relays the events to it (and answers the API, on its own port); yields the
+    gateway's base URL, which answers the API too."""
+    with serving("gateway", settings, port, **extra_env) as (base, _gateway):
+        yield base
+
+
+@contextlib.contextmanager
+def serving(name: str, settings, port: int | None = None, **extra_env):
+    """The Procfile's `web` or `gateway` (then beside a `web`, which relays the events) on
+    `port` (default: a free one), ready; yields (its base URL, its process)."""
+    port = port or free_port()
+    base = f"http://127.0.0.1:{port}"
+    with contextlib.ExitStack() as stack:
+        if name == "gateway":
+            stack.enter_context(running_web(settings, **extra_env))
+            process = start("gateway", settings, GATEWAY_PORT=str(port), **extra_env)
+        else:
+            process = start(name, settings, PORT=str(port), **extra_env)
+        stack.callback(stop, process)
+        wait_for_http(f"{base}/ready", process)
+        yield base, process
+
+
 class PrivateRedis:
     """A redis-server of the test's own, on a free port, to kill and start again."""
 

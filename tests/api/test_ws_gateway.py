@@ -1,0 +1,169 @@
+"""The Procfile's `gateway` (gunicorn's gevent worker, orchestrator_api/gateway.py): what
+it adds to the streams' promises, which tests/api/test_ws*.py check on it as on `web`.
+Its own cap on sockets, the per-client cap shared with `web`, PostgreSQL waits that hold up
+no other socket, and idle sockets that cost nothing while idle."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+
+import pytest
+import requests
+from simple_websocket import Client
+from sqlalchemy import create_engine, text
+
+from tests.support.database import empty_tables
+from tests.support.processes import free_port, running_web, start, stop, wait_for_http
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.shared_data, pytest.mark.process]
+
+UPGRADE = (
+    "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+@contextlib.contextmanager
+def web_and_gateway(settings, **env):
+    """A `web` (relaying the events) and a `gateway`; yields their base URLs and the
+    gateway's process."""
+    with running_web(settings, **env) as web:
+        port = free_port()
+        gateway = start("gateway", settings, GATEWAY_PORT=str(port), **env)
+        try:
+            wait_for_http(f"http://127.0.0.1:{port}/ready", gateway)
+            yield web, f"http://127.0.0.1:{port}", gateway
+        finally:
+            stop(gateway)
+
+
+def upgrade(base: str, path: str = "/ws/sessions") -> tuple[int, dict, socket.socket]:
+    """A raw WebSocket upgrade: the status, the error body when refused, and the socket."""
+    sock = socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=10)
+    sock.sendall(UPGRADE.format(path=path).encode())
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed without an answer: {received!r}"
+        received += chunk
+    head, body = received.split(b"\r\n\r\n", 1)
+    status = int(head.split()[1])
+    if status == 101:
+        return status, {}, sock
+    length = int(
+        next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[
+            1
+        ]
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    sock.close()
+    return status, json.loads(body), sock
+
+
+def worker_pid(gateway) -> int:
+    """The gateway's one gunicorn worker (GATEWAY_CONCURRENCY=1)."""
+    with open(f"/proc/{gateway.pid}/task/{gateway.pid}/children") as handle:
+        (pid,) = map(int, handle.read().split())
+    return pid
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks
+
+
+def test_the_gateway_has_its_own_cap_and_shares_the_per_client_cap(settings, database):
+    """GATEWAY_MAX_CONNECTIONS, not WS_MAX_CONNECTIONS_PER_PROCESS, bounds the gateway
+    (503 beyond); a client's sockets on `web` and the gateway count together (429)."""
+    empty_tables(database)
+    env = {"WS_MAX_CONNECTIONS_PER_PROCESS": "1", "WS_MAX_CONNECTIONS_PER_CLIENT": "3"}
+    with web_and_gateway(settings, GATEWAY_MAX_CONNECTIONS="3", **env) as (web, gateway, _):
+        on_web = upgrade(web)  # web's own cap: 1
+        assert on_web[0] == 101
+        on_gateway = [upgrade(gateway) for _ in range(2)]  # more than web's cap
+        assert [status for status, _, _ in on_gateway] == [101, 101]
+        status, body, _ = upgrade(gateway)  # the client holds 3: its cap, wherever they are
+        assert (status, body["error"]["code"]) == (429, "RATE_LIMITED")
+        on_web[2].close()  # web sees it go and gives its lease back
+
+        def third_accepted():
+            status, _, sock = upgrade(gateway)
+            if status == 101:
+                on_gateway.append((status, {}, sock))
+            return status == 101
+
+        wait_for(third_accepted, timeout=10, interval=0.2)
+        status, body, _ = upgrade(gateway)  # the gateway holds its 3
+        assert (status, body["error"]["code"]) == (503, "SERVICE_UNAVAILABLE")
+        assert "3 WebSocket connections" in body["error"]["message"]
+        for _, _, sock in on_gateway:
+            sock.close()
+
+
+def test_a_request_waiting_for_postgresql_holds_up_no_socket(settings, database):
+    """psycopg2 waits through gevent: while a request through the gateway waits for a
+    table lock, a stream on the same process still answers at once."""
+    empty_tables(database)
+    with web_and_gateway(settings) as (_web, gateway, _process):
+        client = Client.connect(gateway.replace("http", "ws") + "/ws/sessions")
+        engine = create_engine(settings.sqlalchemy_url)
+        answered: list[int] = []
+        try:
+            with engine.connect() as holder:
+                holder.execute(text("LOCK TABLE agents IN ACCESS EXCLUSIVE MODE"))
+                waiting = threading.Thread(
+                    target=lambda: answered.append(
+                        requests.get(f"{gateway}/api/v1/agents", timeout=30).status_code
+                    )
+                )
+                waiting.start()
+                time.sleep(1)  # the request is in, waiting for the lock
+                began = time.monotonic()
+                client.send("ping")
+                assert json.loads(client.receive(timeout=5))["type"] == "pong"
+                assert time.monotonic() - began < 2
+                assert not answered, "the request waits for the lock"
+                holder.rollback()
+            waiting.join(timeout=30)
+            assert answered == [200]
+        finally:
+            client.close()
+            engine.dispose()
+
+
+IDLE_SOCKETS = 1000
+IDLE_SECONDS = 5
+
+
+def test_idle_sockets_cost_next_to_nothing(settings, database):
+    """A thousand open, idle sockets add almost no CPU: a socket sleeps until its client
+    or the hub has something for it (before, each woke twice a second: 0.3 s or more of
+    CPU in these 5 s)."""
+    empty_tables(database)
+    with web_and_gateway(settings, WS_MAX_CONNECTIONS_PER_CLIENT="2000") as (_, gateway, process):
+        pid = worker_pid(process)
+        time.sleep(1)
+        before = cpu_seconds(pid)
+        time.sleep(IDLE_SECONDS)
+        baseline = cpu_seconds(pid) - before
+        sockets = []
+        try:
+            for _ in range(IDLE_SOCKETS):
+                status, _, sock = upgrade(gateway, "/ws/agents")
+                assert status == 101
+                sockets.append(sock)
+            time.sleep(2)  # the last ones set up
+            before = cpu_seconds(pid)
+            time.sleep(IDLE_SECONDS)
+            idle = cpu_seconds(pid) - before
+        finally:
+            for sock in sockets:
+                sock.close()
+    assert idle - baseline < 0.15, (idle, baseline)
