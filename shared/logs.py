@@ -138,6 +138,7 @@ ROUTINE_JOBS = (
     "orchestrator.expire_heartbeats",
     "orchestrator.time_out_tasks",
     "orchestrator.reconcile",
+    "orchestrator.sweep_webhook_deliveries",
 )
 _CELERY_CHATTER = ("celery.beat", "celery.app.trace", "celery.worker.strategy")
 

@@ -10,7 +10,10 @@ from sqlalchemy.exc import OperationalError
 
 from shared.db import Database
 
-TABLES = "idempotency_keys, outbox_events, task_dependencies, tasks, agents, sessions"
+TABLES = (
+    "idempotency_keys, outbox_events, task_dependencies, tasks, agents, sessions, "
+    "webhook_deliveries, webhooks"
+)
 
 
 def empty_tables(database: Database) -> None:
