@@ -256,3 +256,15 @@ def test_operators_may_manage_webhooks(prod_settings):
     hook = operator.post("/api/v1/webhooks", json={**HOOK, "url": "https://93.184.215.14/h"})
     assert hook.status_code == 201
     assert operator.delete(f"/api/v1/webhooks/{hook.json['id']}").status_code == 204
+
+
+def test_deliveries_are_sent_to_their_own_queue(settings):
+    """The API's job sender (the web processes' relay uses it) routes deliveries to the
+    `webhooks` queue, and nothing else there."""
+    from orchestrator_api.jobs import make_job_sender
+    from shared import jobs
+
+    router = make_job_sender(settings).client.amqp.router
+    assert router.route({}, jobs.DELIVER_WEBHOOK, (), {})["queue"].name == "webhooks"
+    for name in (jobs.ASSIGN_READY_TASKS, jobs.SWEEP_WEBHOOK_DELIVERIES, jobs.PUBLISH_EVENTS):
+        assert router.route({}, name, (), {})["queue"].name == "celery"
