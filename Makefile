@@ -9,7 +9,7 @@ FLOWER_PORT ?= 5555
 export PORT
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test test-fast test-rabbitmq services browser venv venv-run redis-free lint format migrate bench clean
+.PHONY: run test test-fast test-rabbitmq services browser haproxy venv venv-run redis-free lint format migrate bench clean
 
 $(BIN)/python:
 	@echo "==> creating the virtualenv $(VENV)"
@@ -51,7 +51,7 @@ run: venv-run services redis-free migrate
 	@$(BIN)/python -m shared.announce http://localhost:$(PORT) $(FLOWER_PORT) &
 	$(BIN)/honcho start --port $(PORT) web gateway worker webhooks beat flower
 
-test: venv services browser
+test: venv services browser haproxy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The inner loop: everything but the tests marked process, chaos or browser (pyproject.toml).
@@ -72,6 +72,11 @@ test-rabbitmq: venv services
 # Debian's Chromium for tests/browser (driven by Playwright from PyPI; no `playwright install`).
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+# Debian's HAProxy for tests/test_multi_host.py (the test runs its own haproxy processes,
+# never the system service).
+haproxy:
+	@command -v haproxy >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy)
 
 lint: venv
 	$(BIN)/ruff check .
