@@ -32,6 +32,7 @@ def beat_schedule_file() -> str:
 
 app = Celery(
     "orchestrator",
+    task_cls="orchestrator_worker.job_base:Job",
     broker=settings.broker_url,
     include=["orchestrator_worker.jobs", "orchestrator_worker.webhook_jobs"],
 )

@@ -1,4 +1,5 @@
-"""Thin jobs: take ids, call one service in one transaction, return.
+"""Thin jobs: take ids, call one service in one transaction, return (orchestrator_worker/
+job_base.py opens the transaction of a job declared with `transaction=True`).
 
 Every job is idempotent (ARCHITECTURE principle 2): it reloads rows, locks them, and
 does nothing when the work is already done; the beat sweeps do the same work again if a
@@ -26,10 +27,10 @@ from shared.services import (
     task_lifecycle,
     task_logs,
 )
+from shared.unit_of_work import after_commit
 
 log = logging.getLogger(__name__)
 
-JOB_OPTIONS = {"acks_late": True, "ignore_result": True}
 REPAIRS = (
     "timed_out_tasks",
     "released_dependents",
@@ -43,7 +44,7 @@ for _repair in REPAIRS:  # every series from 0, so rate() sees the first repair
     metrics.SWEEP_REPAIRS.labels(_repair)
 
 
-@shared_task(name=jobs.ASSIGN_READY_TASKS, **JOB_OPTIONS)
+@shared_task(name=jobs.ASSIGN_READY_TASKS)
 def assign_ready_tasks() -> int:
     """Assign ready tasks, a batch per transaction, until no more fit."""
     total = 0
@@ -65,10 +66,9 @@ def assign_ready_tasks() -> int:
     return total
 
 
-@shared_task(name=jobs.DECOMPOSE_TASK, **JOB_OPTIONS)
-def decompose_task(task_id: str) -> int:
-    with runtime.database().transaction() as db:
-        created = decomposition.run(db, task_id=uuid.UUID(task_id))
+@shared_task(name=jobs.DECOMPOSE_TASK, transaction=True)
+def decompose_task(db, task_id: str) -> int:
+    created = decomposition.run(db, task_id=uuid.UUID(task_id))
     log.info(
         "decomposed task %s into %d subtasks",
         task_id,
@@ -81,7 +81,7 @@ def decompose_task(task_id: str) -> int:
 SETTLE_PATIENCE = 50  # batches that find only rows others hold, 0.2 s apart
 
 
-@shared_task(name=jobs.SETTLE_SESSION, **JOB_OPTIONS)
+@shared_task(name=jobs.SETTLE_SESSION)
 def settle_session(session_id: str) -> int:
     """Cancel a finished session's unfinished tasks, a bounded batch per transaction,
     skipping rows other transactions hold (a creation being refused, say) and coming back
@@ -102,7 +102,7 @@ def settle_session(session_id: str) -> int:
     return total
 
 
-@shared_task(name=jobs.EXPIRE_HEARTBEATS, **JOB_OPTIONS)
+@shared_task(name=jobs.EXPIRE_HEARTBEATS)
 def expire_heartbeats() -> int:
     total = 0
     while True:
@@ -117,37 +117,39 @@ def expire_heartbeats() -> int:
     return total
 
 
-@shared_task(name=jobs.TIME_OUT_TASKS, **JOB_OPTIONS)
-def time_out_tasks() -> int:
-    with runtime.database().transaction() as db:
-        timed_out = sweeps.time_out_tasks(db)
+@shared_task(name=jobs.TIME_OUT_TASKS, transaction=True)
+def time_out_tasks(db) -> int:
+    timed_out = sweeps.time_out_tasks(db)
     if timed_out:
-        metrics.SWEEP_REPAIRS.labels("timed_out_tasks").inc(timed_out)
-        log.warning("%d tasks timed out", timed_out)
+        after_commit(db, lambda: _repaired({"timed_out_tasks": timed_out}, "tasks timed out"))
     return timed_out
 
 
-@shared_task(name=jobs.RECONCILE, **JOB_OPTIONS)
-def reconcile() -> dict:
+@shared_task(name=jobs.RECONCILE, transaction=True)
+def reconcile(db) -> dict:
     """Repairs what a lost job left behind."""
-    with runtime.database().transaction() as db:
-        repaired = {
-            "released_dependents": task_lifecycle.release_ready_dependents(db),
-            "cancelled_orphaned_dependents": task_lifecycle.cancel_orphaned_dependents(db),
-            "settled_sessions": settle.settle_finished_sessions(db),
-            "released_from_offline_agents": sweeps.release_tasks_of_offline_agents(db),
-            "finished_decompositions": sweeps.finish_lost_decompositions(db),
-            "expired_idempotency_keys": idempotency.prune(db),
-        }
-    for repair, count in repaired.items():
-        if count:
-            metrics.SWEEP_REPAIRS.labels(repair).inc(count)
+    repaired = {
+        "released_dependents": task_lifecycle.release_ready_dependents(db),
+        "cancelled_orphaned_dependents": task_lifecycle.cancel_orphaned_dependents(db),
+        "settled_sessions": settle.settle_finished_sessions(db),
+        "released_from_offline_agents": sweeps.release_tasks_of_offline_agents(db),
+        "finished_decompositions": sweeps.finish_lost_decompositions(db),
+        "expired_idempotency_keys": idempotency.prune(db),
+    }
     if any(repaired.values()):
-        log.warning("reconcile repaired %s", repaired, extra={"repaired": repaired})
+        after_commit(db, lambda: _repaired(repaired, "reconcile repaired"))
     return repaired
 
 
-@shared_task(name=jobs.PRUNE_TASK_LOGS, **JOB_OPTIONS)
+def _repaired(counts: dict[str, int], what: str) -> None:
+    """Once the repairs are committed: counted for /metrics and logged."""
+    for repair, count in counts.items():
+        if count:
+            metrics.SWEEP_REPAIRS.labels(repair).inc(count)
+    log.warning("%s %s", what, counts, extra={"repaired": counts})
+
+
+@shared_task(name=jobs.PRUNE_TASK_LOGS)
 def prune_task_logs() -> int:
     """The logs of tasks finished more than TASK_LOG_RETENTION_SECONDS ago, a batch of
     tasks per transaction, at most PRUNE_MAX_BATCHES a run (the next run goes on)."""
@@ -164,7 +166,7 @@ def prune_task_logs() -> int:
     return total
 
 
-@shared_task(name=jobs.PUBLISH_EVENTS, **JOB_OPTIONS)
+@shared_task(name=jobs.PUBLISH_EVENTS)
 def publish_events() -> int:
     """Safety net for the web processes' relays: publish what is still unpublished."""
     settings = runtime.database().settings

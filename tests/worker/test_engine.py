@@ -320,7 +320,7 @@ def test_reconcile_repairs_what_lost_jobs_left(api, database):
 def test_a_job_for_a_missing_task_finishes_quietly(api, database):
     from orchestrator_worker import jobs as worker_jobs
 
-    assert worker_jobs.decompose_task.run(str(uuid.uuid4())) == 0
+    assert worker_jobs.decompose_task(str(uuid.uuid4())) == 0  # the base opens its transaction
 
 
 def test_tasks_nobody_can_take_do_not_hold_back_the_others(api, database):
