@@ -44,6 +44,7 @@ RESULT_FILE_MAX_BYTES = 512 * 1024
 ERROR_MAX_CHARS = 10_000
 NOT_RUNNABLE = {126: "command not executable", 127: "command not found"}
 HELD = ("ASSIGNED", "IN_PROGRESS")
+PROGRESS_SECONDS = 10.0  # at most one progress report this often per task
 # After the command's end, how long its last lines may take to be sent (a 429 on the log
 # budget, TASK_LOG_RATE_LIMIT, is waited out within its window, a minute by default).
 LOG_FINISH_SECONDS = 65.0
@@ -278,6 +279,8 @@ class CommandRunner(ReferenceAgent):
                 ),
                 lambda exc: self._confirm_lost(run, f"report refused ({exc})"),
                 flush_seconds=self.log_flush_seconds,
+                # often enough to keep the run deadline moving, rarely enough for RATE_LIMIT
+                progress_seconds=min(PROGRESS_SECONDS, task["timeout_seconds"] / 3),
             )
             output.attach(process.stdout, process.stderr, name=f"{self.name}-{title[:20]}")
             _feed(process, task)

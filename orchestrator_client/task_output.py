@@ -62,6 +62,7 @@ class TaskOutput:
         flush_bytes: int = 64 * 1024,
         buffer_bytes: int = 1024 * 1024,
         retry_seconds: float = 1.0,
+        progress_seconds: float = 10.0,
     ) -> None:
         self.send_lines = send_lines
         self.report_progress = report_progress
@@ -70,6 +71,8 @@ class TaskOutput:
         self.flush_bytes = flush_bytes
         self.buffer_bytes = buffer_bytes
         self.retry_seconds = retry_seconds
+        # progress reports count against the agent's RATE_LIMIT: the latest, at most this often
+        self.progress_seconds = progress_seconds
         self.tails = {
             "stdout": collections.deque(maxlen=TAIL_LINES),
             "stderr": collections.deque(maxlen=TAIL_LINES),
@@ -182,25 +185,35 @@ class TaskOutput:
     # The shipper thread
 
     def _ship(self) -> None:
-        last_sent = 0.0
+        last_sent = last_progress = -float("inf")
         while True:
             with self._cond:
                 while True:
                     if self._closed:
                         return
-                    due = last_sent + self.flush_seconds - time.monotonic()
-                    full = self._pending_bytes >= self.flush_bytes
-                    if self._progress is not None or (
-                        self._pending and (full or due <= 0 or self._readers_done)
-                    ):
+                    now = time.monotonic()
+                    due = last_sent + self.flush_seconds - now
+                    progress_due = last_progress + self.progress_seconds - now
+                    lines_ready = self._pending and (
+                        self._pending_bytes >= self.flush_bytes or due <= 0 or self._readers_done
+                    )
+                    progress_ready = self._progress is not None and progress_due <= 0
+                    if lines_ready or progress_ready:
                         break
-                    if self._readers_done:
-                        return  # all read and all sent
-                    self._cond.wait(due if self._pending and due > 0 else None)
-                progress, self._progress = self._progress, None
-                batch = self._take_batch()
-            if progress is not None and not self._report(progress):
-                return
+                    if self._readers_done and not self._pending:
+                        return  # all read and sent (a progress not yet due: the end follows)
+                    waits = [due] if self._pending else []
+                    if self._progress is not None:
+                        waits.append(progress_due)
+                    self._cond.wait(min(waits) if waits else None)
+                progress = None
+                if progress_ready:
+                    progress, self._progress = self._progress, None
+                batch = self._take_batch() if lines_ready else []
+            if progress is not None:
+                last_progress = time.monotonic()
+                if not self._report(progress):
+                    return
             if batch:
                 last_sent = time.monotonic()
                 if not self._send(batch):

@@ -88,7 +88,9 @@ def test_a_fast_writer_never_waits_and_the_buffer_stays_bounded():
 def test_progress_lines_are_reported_and_kept_in_the_log():
     reported = []
     log = Log(lambda: None)
-    output, out, err = attached(log, progress=lambda *args: reported.append(args))
+    output, out, err = attached(
+        log, progress=lambda *args: reported.append(args), progress_seconds=0
+    )
     out.write(b"::progress 40 compiling\n::progress 250\nplain\n")
     out.close()
     err.close()
@@ -126,3 +128,19 @@ def test_a_refusal_stops_the_sending_and_says_so_once():
     output.finish()
     assert not writer.is_alive()
     assert log.calls == 1 and len(refusals) == 1 and not output.shipping
+
+
+def test_progress_is_reported_at_most_every_progress_seconds():
+    reported = []
+    output, out, err = attached(
+        Log(lambda: None), progress=lambda *args: reported.append(args), progress_seconds=0.4
+    )
+    for n in range(20):  # a progress line every 50 ms for a second
+        out.write(f"::progress {n}\n".encode())
+        out.flush()
+        time.sleep(0.05)
+    out.close()
+    err.close()
+    output.finish()
+    assert reported[0] == (0, None) and 2 <= len(reported) <= 4, reported
+    assert reported == sorted(reported), "the latest each time"
