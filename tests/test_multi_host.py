@@ -31,7 +31,7 @@ from shared import tokens
 from tests.support import netns
 from tests.support.database import empty_tables
 from tests.support.metrics import parse
-from tests.support.processes import output, procfile  # noqa: F401  (WITH_GATEWAY)
+from tests.support.processes import output, procfile
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.process, pytest.mark.chaos]
@@ -53,7 +53,7 @@ ENV = {
     "SWEEP_INTERVAL_SECONDS": str(SWEEP_INTERVAL),
     # the machine and its PostgreSQL are shared: small pools
     "WEB_CONCURRENCY": "1",
-    "WEB_THREADS": "8",
+    "WEB_THREADS": "4",
     "GATEWAY_CONCURRENCY": "1",
     "WORKER_CONCURRENCY": "1",
 }
@@ -61,7 +61,7 @@ WEB_HOSTS = ("web-a", "web-b")
 WORKER_HOSTS = ("worker-a", "worker-b")
 # The WebSocket gateway, when the Procfile has one, runs beside `web` on each web host and
 # the balancer sends /ws to it.
-WITH_GATEWAY = False  # "gateway" in procfile()
+WITH_GATEWAY = "gateway" in procfile()
 
 
 def token(sub: str) -> str:
@@ -281,11 +281,15 @@ def test_tasks_from_either_web_host_are_assigned_once_by_both_worker_hosts(
     assert by_worker["worker-a"] and by_worker["worker-b"], by_worker
     assert not by_worker["worker-a"] & by_worker["worker-b"]
     assert by_worker["worker-a"] | by_worker["worker-b"] == set(task_ids)
+    with database.engine.connect() as connection:
+        connections = connection.scalar(
+            text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+        )
     with capsys.disabled():
         figures(
             f"assignment: 24 tasks (12 through each web host) assigned once each, "
             f"{len(by_worker['worker-a'])} by worker-a and {len(by_worker['worker-b'])} by "
-            f"worker-b"
+            f"worker-b; {connections} PostgreSQL connections open (the test's own included)"
         )
 
 
