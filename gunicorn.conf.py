@@ -92,11 +92,17 @@ def post_worker_init(worker):
     _close_sockets_on_term(worker)
 
 
-def _close_sockets_on_term(worker):
-    """On SIGTERM, WebSocket clients get a close frame (1001) at once, instead of holding
-    their threads until the graceful timeout; then gunicorn's own handler runs."""
-    import signal
+def _in_a_thread(function) -> None:
     import threading
+
+    threading.Thread(target=function, daemon=True).start()
+
+
+def _close_sockets_on_term(worker, spawn=_in_a_thread):
+    """On SIGTERM, WebSocket clients get a close frame (1001) at once, instead of holding
+    their threads until the graceful timeout; then gunicorn's own handler runs. `spawn`
+    runs a function outside the signal handler (the gateway's: a greenlet)."""
+    import signal
 
     gunicorn_handler = signal.getsignal(signal.SIGTERM)
 
@@ -105,7 +111,7 @@ def _close_sockets_on_term(worker):
         if hub is not None:
             hub.closing.set()
             # Each socket's thread sleeps until woken: wake them all, outside the handler.
-            threading.Thread(target=hub.shut_down, daemon=True).start()
+            spawn(hub.shut_down)
         if callable(gunicorn_handler):
             gunicorn_handler(signum, frame)
 

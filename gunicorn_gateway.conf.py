@@ -37,7 +37,10 @@ def post_worker_init(worker):
     from orchestrator_api.gateway import start_hub
 
     start_hub(worker.wsgi)
-    _web._close_sockets_on_term(worker)
+    # The handler runs in gevent's loop, where nothing may block: the wake-up is a greenlet.
+    import gevent
+
+    _web._close_sockets_on_term(worker, spawn=gevent.spawn)
 
 
 def _raise_open_files_limit():
