@@ -15,7 +15,7 @@ from celery import shared_task
 
 from orchestrator_worker import runtime
 from shared import jobs, webhook_http
-from shared.services import webhooks
+from shared.services import webhook_deliveries as deliveries
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +45,20 @@ def _attempt(delivery_id: uuid.UUID) -> uuid.UUID | None:
     """One attempt; the webhook's next due delivery if it succeeded."""
     database = runtime.database()
     with database.transaction() as db:
-        attempt = webhooks.claim(db, delivery_id=delivery_id)
+        attempt = deliveries.claim(db, delivery_id=delivery_id)
     if attempt is None:
         return None
     outcome = webhook_http.post(attempt.url, attempt.body, attempt.headers, database.settings)
     retry_soon = next_id = None
     with database.transaction() as db:
-        recorded = webhooks.record_outcome(db, attempt=attempt, outcome=outcome)
+        recorded = deliveries.record_outcome(db, attempt=attempt, outcome=outcome)
         retry_in = recorded.retry_in if recorded is not None else None
         if retry_in is not None and retry_in <= COUNTDOWN_LIMIT_SECONDS:
             retry_soon = retry_in
             due = datetime.now(UTC) + timedelta(seconds=retry_soon)
-            webhooks.mark_sent(db, delivery_id=delivery_id, at=due)
-        if recorded is not None and recorded.status == webhooks.SUCCEEDED:
-            next_id = webhooks.next_due(db, webhook_id=attempt.webhook_id)
+            deliveries.mark_sent(db, delivery_id=delivery_id, at=due)
+        if recorded is not None and recorded.status == deliveries.SUCCEEDED:
+            next_id = deliveries.next_due(db, webhook_id=attempt.webhook_id)
     if retry_soon is not None:
         deliver_webhook.apply_async((str(delivery_id),), countdown=retry_soon)
     if recorded is not None and recorded.disabled_webhook is not None:
@@ -81,7 +81,7 @@ def sweep_webhook_deliveries() -> int:
     """Sends a job for each delivery that is due and that no job holds: retries whose
     time has come, and deliveries whose job was lost (Redis, a SIGKILLed worker)."""
     with runtime.database().transaction() as db:
-        due = webhooks.due_deliveries(db)
+        due = deliveries.due_deliveries(db)
     for delivery_id in due:
         deliver_webhook.delay(str(delivery_id))
     return len(due)

@@ -24,7 +24,7 @@ from sqlalchemy import text
 
 from shared import jobs
 from shared.db import Database
-from shared.services import webhooks
+from shared.services import webhook_deliveries
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,11 @@ def publish_once(database: Database, redis: redis_lib.Redis, *, retention: int) 
             deliveries = []
             if rows:
                 # in the transaction that numbers the events: a committed event always
-                # has its webhook deliveries (shared/services/webhooks.py)
+                # has its webhook deliveries (shared/services/webhook_deliveries.py)
                 seqs = [row.seq for row in rows]
-                deliveries = webhooks.fan_out(connection, first_seq=min(seqs), last_seq=max(seqs))
+                deliveries = webhook_deliveries.fan_out(
+                    connection, first_seq=min(seqs), last_seq=max(seqs)
+                )
             connection.commit()
             if rows:
                 _add_to_stream(redis, rows, retention=retention)

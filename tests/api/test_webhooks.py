@@ -184,14 +184,28 @@ def prod_settings(settings):
     return settings.with_overrides(orchestrator_env="production", api_secret_key=KEY)
 
 
+_APPS: dict = {}
+
+
 def _client(settings, role="admin"):
+    """A test client of an app with these settings (its own Database: the service reads
+    these settings), made once per settings and role."""
     from orchestrator_api.app import create_app
 
-    app = create_app(settings)  # its own Database: the service reads these settings
-    client = app.test_client()
+    if settings not in _APPS:
+        _APPS[settings] = create_app(settings)
+    client = _APPS[settings].test_client()
     token = tokens.mint(key=KEY, sub="alice", role=role, agent_id=None)
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
     return client
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _dispose_apps():
+    yield
+    for app in _APPS.values():
+        app.extensions["orchestrator"].database.dispose()
+    _APPS.clear()
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,10 @@ from tests.worker.webhook_receiver import Receiver
 
 @pytest.fixture
 def api(settings, celery_worker):
-    with Database(settings).engine.begin() as connection:
+    cleaner = Database(settings)
+    with cleaner.engine.begin() as connection:
         connection.execute(text("TRUNCATE webhooks CASCADE"))
+    cleaner.dispose()
     with running_web(settings) as base_url:
         yield OrchestratorClient(base_url, retries=2, backoff=0.1)
 

@@ -92,8 +92,10 @@ class Stack:
 
 @pytest.fixture
 def make_stack(settings, celery_worker):
-    with Database(settings).engine.begin() as connection:
+    cleaner = Database(settings)
+    with cleaner.engine.begin() as connection:
         connection.execute(text("TRUNCATE webhooks CASCADE"))
+    cleaner.dispose()
     made = []
 
     def make(**overrides) -> Stack:
