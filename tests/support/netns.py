@@ -7,12 +7,14 @@ namespace per process, so Celery's `worker@%h` names differ). The root namespace
 data host: this machine's PostgreSQL and Redis listen on 127.0.0.1 only, so an HAProxy in
 TCP mode bound to the bridge's address forwards to them. Every name carries the pid;
 `Network.close()` kills what runs in the namespaces and removes them, the bridge and the
-files, and `remove_stale()` clears what a killed run of the same kind left behind.
+files, and `remove_stale()` clears what a run killed before its clean-up left behind
+(namespaces and their processes, the bridge, the data proxy, the files).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import ipaddress
 import os
 import re
@@ -31,6 +33,7 @@ from tests.support.processes import BIN, procfile
 from tests.support.waiting import wait_for
 
 PREFIX = "orch-mh"  # namespaces: orch-mh<pid>-<host>; bridge: mh<pid>br; veths: mh<pid>v<n>
+DIRECTORY_PREFIX = "orchestrator-multi-host-"  # + <pid>-: configs, logs, the hosts' TMPDIRs
 
 
 def unavailable() -> str | None:
@@ -67,17 +70,31 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale() -> None:
-    """Namespaces and bridges of runs whose pid is gone (a run killed before its clean-up)."""
+    """What runs whose pid is gone left (killed before their clean-up): namespaces and
+    their processes, the bridge and veths (a veth can outlive its namespace), the data
+    proxy and the files."""
     for line in _ip("netns", "list").splitlines():
         name = line.split()[0] if line.strip() else ""
         match = re.fullmatch(rf"{PREFIX}(\d+)-.+", name)
         if match and not _alive(int(match.group(1))):
             _kill_namespace(name)
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
-    for line in _ip("-o", "link", "show", "type", "bridge").splitlines():
-        match = re.search(r"^\d+: (mh(\d+)br)[:@]", line)
+    for line in _ip("-o", "link", "show").splitlines():
+        match = re.search(r"^\d+: (mh(\d+)(?:br|v\d+))[:@]", line)
         if match and not _alive(int(match.group(2))):
             subprocess.run(["ip", "link", "del", match.group(1)], capture_output=True)
+    for directory in glob.glob(os.path.join(tempfile.gettempdir(), f"{DIRECTORY_PREFIX}*")):
+        match = re.match(rf"{DIRECTORY_PREFIX}(\d+)-", os.path.basename(directory))
+        if match and not _alive(int(match.group(1))):
+            _kill_processes_naming(directory)  # its data proxy, in the root namespace
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _kill_processes_naming(directory: str) -> None:
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        with contextlib.suppress(OSError), open(cmdline, "rb") as handle:
+            if directory.encode() in handle.read():
+                os.kill(int(cmdline.split("/")[2]), signal.SIGKILL)
 
 
 def _namespace_pids(namespace: str) -> list[int]:
@@ -188,7 +205,7 @@ class Network:
         addresses = self.subnet.hosts()
         self.data_address = str(next(addresses))
         self._addresses = addresses
-        self.directory = tempfile.mkdtemp(prefix=f"orchestrator-multi-host-{self.pid}-")
+        self.directory = tempfile.mkdtemp(prefix=f"{DIRECTORY_PREFIX}{self.pid}-")
         self.hosts: dict[str, Host] = {}
         self._root_processes: list[subprocess.Popen] = []
         self.settings = settings
