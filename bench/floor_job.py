@@ -7,12 +7,11 @@ from __future__ import annotations
 from celery import shared_task
 
 from orchestrator_worker import runtime
-from orchestrator_worker.jobs import JOB_OPTIONS
 
 NAME = "bench.floor_touch"
 DONE_KEY = "bench:floor:done"
 
 
-@shared_task(name=NAME, **JOB_OPTIONS)
+@shared_task(name=NAME)  # acks_late and no result: the app's settings, as for every job
 def touch(token: str) -> None:
     runtime.redis().rpush(DONE_KEY, token)
