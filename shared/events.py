@@ -50,6 +50,12 @@ WEBHOOK_EVENT_TYPES = (
 WEBHOOK_WILDCARDS = ("*", *sorted({f"{t.split('.')[0]}.*" for t in WEBHOOK_EVENT_TYPES}))
 
 
+def message(seq: int, event_type: str, payload: dict, created_at: datetime) -> dict:
+    """An event as clients get it: on the streams, in histories, in webhook bodies."""
+    timestamp = created_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return {"id": str(seq), "type": event_type, "payload": payload, "timestamp": timestamp}
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}

@@ -17,13 +17,13 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC
 
 import redis as redis_lib
 from sqlalchemy import text
 
 from shared import jobs
 from shared.db import Database
+from shared.events import message
 from shared.services import webhook_deliveries
 
 log = logging.getLogger(__name__)
@@ -53,11 +53,6 @@ _SINCE_SQL = text(
     WHERE seq > :after AND seq < :before ORDER BY seq LIMIT :limit
     """
 )
-
-
-def message(seq: int, event_type: str, payload: dict, created_at) -> dict:
-    timestamp = created_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    return {"id": str(seq), "type": event_type, "payload": payload, "timestamp": timestamp}
 
 
 _ANY_UNPUBLISHED_SQL = text(

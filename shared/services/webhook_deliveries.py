@@ -74,9 +74,7 @@ class Attempt:
 
 def event_body(event_id: int, event_type: str, payload: dict, created_at: datetime) -> bytes:
     """The same bytes at every attempt: the event as the WebSocket streams carry it."""
-    from shared.relay import message
-
-    event = message(event_id, event_type, payload, created_at)
+    event = events.message(event_id, event_type, payload, created_at)
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
 
 
