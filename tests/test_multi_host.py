@@ -297,9 +297,9 @@ class Observer(threading.Thread):
     """A /ws/sessions client through the balancer: the ids it received, and when, with how
     many sockets it had opened by then."""
 
-    def __init__(self, client: OrchestratorClient) -> None:
+    def __init__(self, client: OrchestratorClient, last_event_id: int) -> None:
         super().__init__(daemon=True)
-        self.stream = client.events("/ws/sessions", backoff=0.2)
+        self.stream = client.events("/ws/sessions", last_event_id=last_event_id, backoff=0.2)
         self.received: list[tuple[float, int, int]] = []  # (monotonic time, id, connections)
 
     def run(self):
@@ -334,7 +334,8 @@ class Producer(threading.Thread):
 
 def test_a_socket_whose_web_host_dies_resumes_through_the_balancer(cluster, database, capsys):
     before = cluster.open_sockets()
-    observer = Observer(OrchestratorClient(cluster.base, token=token("observer")))
+    start = _latest_session_event(database)  # everything after it must arrive
+    observer = Observer(OrchestratorClient(cluster.base, token=token("observer")), start)
     observer.start()
     wait_for(observer.stream.connected.is_set, timeout=10)
     opened = sum(before.values()) + 1
@@ -356,7 +357,7 @@ def test_a_socket_whose_web_host_dies_resumes_through_the_balancer(cluster, data
     observer.stream.close()
     observer.join(timeout=10)
 
-    expected = _session_events(database, since=observer.ids[0])
+    expected = _session_events(database, since=start + 1)
     missed = sorted(set(expected) - set(observer.ids))
     reconnected = observer.stream.connections
     resumed_at = next(t for t, _, c in observer.received if c == 2)

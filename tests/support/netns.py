@@ -348,7 +348,7 @@ defaults
     retries 3
     timeout connect 2s
     timeout client 60s
-    timeout server 60s
+    timeout server 65s
     timeout http-request 10s
     timeout tunnel 1h
     default-server inter 500ms fall 2 rise 1
