@@ -166,7 +166,7 @@ class CommandRunner(ReferenceAgent):
             if self.stopped.is_set():
                 return
             try:
-                self.api.heartbeat(self.id, self.load)
+                self._heartbeat()  # on its stream while that is up, else over HTTP
             except AgentNotFound as exc:  # deregistered elsewhere: its tasks went back
                 self.echo(f"{self.name}: the agent is gone ({exc}); stopping")
                 self.abort()
