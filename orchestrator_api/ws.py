@@ -20,13 +20,16 @@ from collections.abc import Callable
 
 from flask import Blueprint, current_app, g, request
 from flask_sock import Sock
+from marshmallow import ValidationError
 from simple_websocket import ConnectionClosed
 from wsproto.frame_protocol import CloseReason
 
 from orchestrator_api import ws_access
+from orchestrator_api.schemas.agents import AgentSchema, HeartbeatSchema
 from orchestrator_api.ws_hub import Hub, hub
 from orchestrator_api.ws_sockets import Filter, SocketWriter, Subscription
 from shared import pools, relay
+from shared.errors import AgentNotFound
 from shared.models import Agent, WorkSession
 
 CLOSE_GRACE_SECONDS = 1.0
@@ -45,8 +48,14 @@ SEND_BUFFER_BYTES = 64 * 1024
 # A resume reads this many events at a time and sends the next page once the client has
 # taken the last: however far behind it is, it holds one page in memory.
 RESUME_PAGE = 1000
+# An agent's heartbeat on its stream (orchestrator_api/ws.py `_heartbeats_of`).
+HEARTBEAT_ACK = "heartbeat.ack"
+HEARTBEAT_ROLES = ("admin", "operator", "agent")  # an agent only on its own stream
+MAX_CLIENT_MESSAGE = 4096  # characters of a JSON message from a client, at most
 # What a socket closed by its client raises when the server next touches it.
 CLIENT_GONE_ERRNOS = (errno.EBADF, errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
+
+MessageHandler = Callable[[dict], dict]  # a client's JSON message -> the answer
 
 log = logging.getLogger(__name__)
 blp = Blueprint("ws", __name__)
@@ -110,9 +119,15 @@ def _until_the_client_goes(route: Callable) -> Callable:
     return serve
 
 
-def _serve_one(ws, model, raw_id: str, filter_for: Callable[[str], Filter]) -> None:
+def _serve_one(
+    ws,
+    model,
+    raw_id: str,
+    filter_for: Callable[[str], Filter],
+    answer_for: Callable[[uuid.UUID], MessageHandler] | None = None,
+) -> None:
     """The stream of one session or agent; an unknown or malformed id closes the socket
-    with a reason."""
+    with a reason. `answer_for`: what answers the client's JSON messages on it."""
     what = "session" if model is WorkSession else "agent"
     try:
         entity_id = uuid.UUID(raw_id)
@@ -125,13 +140,16 @@ def _serve_one(ws, model, raw_id: str, filter_for: Callable[[str], Filter]) -> N
     if found is None or (allowed is not None and found.pool not in allowed):
         _close(ws, NOT_FOUND_CLOSE, f"{what} {entity_id} not found")
         return
-    _serve(ws, filter_for(str(entity_id)), route=str(entity_id))
+    answer = answer_for(entity_id) if answer_for is not None else None
+    _serve(ws, filter_for(str(entity_id)), route=str(entity_id), answer=answer)
 
 
-def _serve(ws, wants: Filter, route: str | None = None) -> None:
+def _serve(
+    ws, wants: Filter, route: str | None = None, answer: MessageHandler | None = None
+) -> None:
     """Resume from ?last_event_id= if given, then the live stream, until the client goes.
     `route`: the session or agent id every wanted event names (the hub finds the socket
-    by it)."""
+    by it); `answer`: what the stream does with a JSON message from its client."""
     events_hub = hub()
     # Everything published after the handshake has a larger id than what the hub has
     # already fanned out; what is fanned out before the subscription below is read back.
@@ -145,7 +163,7 @@ def _serve(ws, wants: Filter, route: str | None = None) -> None:
             _end_unfinished(ws, events_hub, writer)
             return
         subscription.go_live(writer, floor)
-        _pump(ws, events_hub, subscription, writer)
+        _pump(ws, events_hub, subscription, writer, answer)
     finally:
         events_hub.unsubscribe(subscription)
 
@@ -162,7 +180,13 @@ def _take_over_socket(ws) -> SocketWriter:
     return writer
 
 
-def _pump(ws, events_hub: Hub, subscription: Subscription, writer: SocketWriter) -> None:
+def _pump(
+    ws,
+    events_hub: Hub,
+    subscription: Subscription,
+    writer: SocketWriter,
+    answer: MessageHandler | None = None,
+) -> None:
     """The hub writes the events; this thread answers the client, retries what waits for
     a slow client, and ends the connection when the client is too slow or gone, or the
     process shuts down (then the client gets a 1001 close and reconnects)."""
@@ -176,7 +200,7 @@ def _pump(ws, events_hub: Hub, subscription: Subscription, writer: SocketWriter)
             writer.drain(CLOSE_GRACE_SECONDS)
             return
         all_sent = writer.flush()
-        _answer_client(ws, timeout=IDLE_WAKE_SECONDS if all_sent else SOCKET_THREAD_WAKE_SECONDS)
+        _answer_client(ws, IDLE_WAKE_SECONDS if all_sent else SOCKET_THREAD_WAKE_SECONDS, answer)
 
 
 def _resume(
@@ -254,21 +278,83 @@ def _send_dropped(ws, last_event_id: int, oldest_available_id: int) -> None:
     )
 
 
-def _answer_client(ws, timeout: float) -> None:
+def _answer_client(ws, timeout: float, answer: MessageHandler | None = None) -> None:
     """Sleep until the client sends something or the socket is woken (ws.event: set by
     simple-websocket's reader and by the SocketWriter), at most `timeout`; then answer
-    every message received. Clients need send nothing; a "ping" gets a "pong", anything
-    else an error frame."""
+    every message received. Clients need send nothing; a "ping" gets a "pong"; a JSON
+    object goes to the stream's `answer` (an agent's heartbeat), anything else gets an
+    error frame."""
     ws.event.wait(timeout)
     while (incoming := ws.receive(timeout=0)) is not None:
-        if isinstance(incoming, str) and incoming.strip().lower() in ("ping", '{"type": "ping"}'):
+        message = _json_object(incoming)
+        if incoming == "ping" or (message is not None and message.get("type") == "ping"):
             ws.send(json.dumps({"type": "pong"}))
+        elif message is not None and answer is not None:
+            ws.send(json.dumps(answer(message)))
         else:
             _send_error(ws, "Messages from clients are not understood; this stream is one-way")
 
 
+def _json_object(incoming: str | bytes) -> dict | None:
+    if not isinstance(incoming, str) or len(incoming) > MAX_CLIENT_MESSAGE:
+        return None
+    if not incoming.lstrip().startswith("{"):
+        return None
+    try:
+        message = json.loads(incoming)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None
+
+
 def _send_error(ws, text_message: str) -> None:
     ws.send(json.dumps({"type": "error", "payload": {"message": text_message}}))
+
+
+def _error_frame(code: str, message: str, details: dict | None = None, **fields) -> dict:
+    payload: dict = {"code": code, "message": message, **fields}
+    if details:
+        payload["details"] = details
+    return {"type": "error", "payload": payload}
+
+
+def _heartbeats_of(agent_id: uuid.UUID) -> MessageHandler:
+    """An agent's stream takes its heartbeats: `{"type": "heartbeat", "current_load": N}`
+    means what POST /api/v1/agents/{id}/heartbeat means, validated the same way, and is
+    answered `heartbeat.ack` with the agent (as the HTTP answer) once committed. Only the
+    agent's own token, an admin's or an operator's may send them (a viewer only reads).
+    The socket's thread writes one heartbeat at a time, through the process's heartbeat
+    writer (orchestrator_api/heartbeats.py), with the HTTP ones that arrive meanwhile."""
+    role = g.get("stream_role")
+    ext = current_app.extensions["orchestrator"]
+
+    def answer(message: dict) -> dict:
+        if message.get("type") != "heartbeat":
+            return _error_frame(
+                "VALIDATION_ERROR",
+                'Messages on this stream: "ping", or {"type": "heartbeat", "current_load": N}',
+            )
+        if role not in HEARTBEAT_ROLES:
+            return _error_frame(
+                "FORBIDDEN", "This token may not send heartbeats", request="heartbeat"
+            )
+        body = {key: value for key, value in message.items() if key != "type"}
+        try:
+            loaded = HeartbeatSchema().load(body)
+        except ValidationError as exc:
+            return _error_frame(
+                "VALIDATION_ERROR",
+                "Invalid heartbeat",
+                exc.normalized_messages(),
+                request="heartbeat",
+            )
+        try:
+            agent = ext.heartbeats.submit((agent_id, loaded["current_load"]))
+        except AgentNotFound as exc:
+            return _error_frame("AGENT_NOT_FOUND", exc.message, request="heartbeat")
+        return {"type": HEARTBEAT_ACK, "payload": AgentSchema().dump(agent)}
+
+    return answer
 
 
 def _serve_pool(ws, wants: Filter) -> None:
@@ -308,7 +394,7 @@ def all_agents(ws):
 @sock.route("/ws/agents/<agent_id>", bp=blp)
 @_until_the_client_goes
 def one_agent(ws, agent_id):
-    _serve_one(ws, Agent, agent_id, _for_agent)
+    _serve_one(ws, Agent, agent_id, _for_agent, answer_for=_heartbeats_of)
 
 
 @sock.route("/ws/system", bp=blp)

@@ -186,6 +186,7 @@ def check_handshake() -> Response | None:
     except Unauthorized as exc:
         return error_response(401, "UNAUTHORIZED", exc.message)
     g.stream_pools = principal.pools  # ws.py filters by them (None: every pool)
+    g.stream_role = principal.role  # who may send heartbeats on an agent's stream
     if not _stream_allowed(principal, request.path):
         return error_response(403, "FORBIDDEN", "This token may not read this stream")
     client = auth.client_key(principal)

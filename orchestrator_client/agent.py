@@ -1,7 +1,8 @@
 """The reference agent: what a real agent does, with the work simulated.
 
 It registers (and from then on acts with the token the registration returns), heartbeats
-on a thread, hears of its tasks on its own stream `/ws/agents/{id}` (`task.assigned`),
+on a thread (on its stream while that is up, else over HTTP), hears of its tasks on its
+own stream `/ws/agents/{id}` (`task.assigned`),
 and polls `GET /api/v1/agents/{id}/tasks` as a fallback: right after each (re)connection,
 since the stream only carries what happens after it, often while the stream is down, and
 rarely while it is up. Each task is started, worked on (sleeps, with progress reports),
@@ -24,6 +25,7 @@ from orchestrator_client.client import OrchestratorClient
 from orchestrator_client.errors import (
     AgentNotFound,
     Conflict,
+    ConnectionFailed,
     Forbidden,
     InvalidTransition,
     NotFound,
@@ -78,6 +80,7 @@ class ReferenceAgent:
         self.completed: list[str] = []
         self.failed: list[str] = []
         self.received: Counter[str] = Counter()  # task offers by source: websocket, poll
+        self.heartbeats: Counter[str] = Counter()  # heartbeats sent by way: stream, http
         self.polls = 0
         self.stopped = threading.Event()
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -185,12 +188,25 @@ class ReferenceAgent:
     def _heartbeats(self) -> None:
         while not self.stopped.wait(self.heartbeat_seconds):
             try:
-                self.api.heartbeat(self.id, self.load)
+                self._heartbeat()
             except AgentNotFound:
                 self.echo(f"{self.name}: the agent was deregistered elsewhere; stopping")
                 self.stopped.set()
             except OrchestratorError as exc:
                 log.warning("%s: heartbeat failed: %s", self.name, exc)
+
+    def _heartbeat(self) -> None:
+        """On the stream while it is up (cheaper for both ends), else over HTTP."""
+        stream = self._stream
+        if stream is not None and stream.connected.is_set():
+            try:
+                stream.heartbeat(self.load)
+                self.heartbeats["stream"] += 1
+                return
+            except ConnectionFailed as exc:  # dropped meanwhile: HTTP, at once
+                log.info("%s: heartbeat on the stream failed (%s); over HTTP", self.name, exc)
+        self.api.heartbeat(self.id, self.load)
+        self.heartbeats["http"] += 1
 
     def _listen(self) -> None:
         # on_connect (above) polls at once: the stream carries only what comes after it

@@ -5,6 +5,10 @@ message as a dict, and after a drop (server restart, network, a 1001 on shutdown
 reconnects with `?last_event_id=` set to the newest event id it delivered, so the server
 sends what was missed, once. Refusals that a retry will not cure (unknown stream 4404,
 bad id 4400, 401, 403, 404) raise the matching OrchestratorError.
+
+On an agent's own stream, `heartbeat(current_load)` sends the heartbeat on the socket
+(docs/API.md, "Heartbeats on the stream") while the stream is being iterated; its answer
+is not yielded as an event.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from simple_websocket import Client, ConnectionClosed, ConnectionError
 
 from orchestrator_client.errors import (
+    ERRORS_BY_CODE,
     ConnectionFailed,
     Forbidden,
     NotFound,
@@ -34,6 +39,7 @@ log = logging.getLogger(__name__)
 # Close codes and handshake statuses after which reconnecting is pointless.
 FINAL_CLOSE_CODES = {4400: ValidationError, 4401: Unauthorized, 4403: Forbidden, 4404: NotFound}
 FINAL_HANDSHAKE_STATUSES = {400: ValidationError, 401: Unauthorized, 403: Forbidden, 404: NotFound}
+HEARTBEAT_ACK = "heartbeat.ack"
 
 
 class _Client(Client):
@@ -82,6 +88,9 @@ class EventStream:
         self.connections = 0  # sockets opened so far
         self._closed = threading.Event()
         self._ws: _Client | None = None
+        self._request_lock = threading.Lock()  # one heartbeat on the socket at a time
+        self._reply: dict[str, Any] | None = None
+        self._replied = threading.Event()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         failures = 0
@@ -117,6 +126,32 @@ class EventStream:
     def close(self) -> None:
         self._closed.set()
         self._disconnect(self._ws)
+
+    def heartbeat(self, current_load: int, timeout: float = 5.0) -> dict[str, Any]:
+        """Heartbeat on this agent's stream: the agent as the server acknowledged it. The
+        stream must be connected and iterated by some thread (the answer arrives there);
+        ConnectionFailed when it is not, or no answer came within `timeout` (then use
+        the HTTP heartbeat); the server's refusal as its OrchestratorError."""
+        ws = self._ws
+        if ws is None or not self.connected.is_set():
+            raise ConnectionFailed(message=f"{self.url}: not connected")
+        with self._request_lock:
+            self._replied.clear()
+            self._reply = None
+            try:
+                ws.send(json.dumps({"type": "heartbeat", "current_load": current_load}))
+            except Exception as exc:  # closed meanwhile
+                raise ConnectionFailed(message=f"{self.url}: {exc.__class__.__name__}") from exc
+            if not self._replied.wait(timeout):
+                raise ConnectionFailed(message=f"{self.url}: no answer to a heartbeat")
+            reply = self._reply or {}
+        payload = reply.get("payload") or {}
+        if reply.get("type") == HEARTBEAT_ACK:
+            return payload
+        error = ERRORS_BY_CODE.get(payload.get("code"), OrchestratorError)
+        raise error(
+            code=payload.get("code"), message=payload.get("message"), details=payload.get("details")
+        )
 
     def __enter__(self) -> EventStream:
         return self
@@ -160,6 +195,10 @@ class EventStream:
                 continue
             if not isinstance(message, dict) or message.get("type") == "pong":
                 continue
+            if _answers_a_heartbeat(message):
+                self._reply = message
+                self._replied.set()
+                continue
             event_id = str(message.get("id", ""))
             if event_id.isdigit() and message.get("type") != "events.dropped":
                 if int(event_id) <= self._last_seq():
@@ -194,6 +233,17 @@ class EventStream:
         wake = getattr(ws, "event", None)  # a receive() waiting in another thread returns
         if wake is not None:
             wake.set()
+
+
+def _answers_a_heartbeat(message: dict[str, Any]) -> bool:
+    if message.get("type") == HEARTBEAT_ACK:
+        return True
+    payload = message.get("payload")
+    return (
+        message.get("type") == "error"
+        and isinstance(payload, dict)
+        and payload.get("request") == "heartbeat"
+    )
 
 
 def _unreachable(url: str, exc: Exception) -> OrchestratorError:
