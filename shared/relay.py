@@ -84,12 +84,12 @@ def publish_once(database: Database, redis: redis_lib.Redis, *, retention: int) 
             connection.commit()
             if rows:
                 _add_to_stream(redis, rows, retention=retention)
-            if deliveries:
-                _send_deliveries(database, deliveries)
-            return len(rows)
         finally:
             connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
             connection.commit()
+    if deliveries:  # after the lock: the next events need not wait for these sends
+        _send_deliveries(database, deliveries)
+    return len(rows)
 
 
 def _send_deliveries(database: Database, delivery_ids: list) -> None:
