@@ -138,8 +138,8 @@ def cluster(settings, database):
             wait_ready(cluster.direct(name), hosts[name])
             if WITH_GATEWAY:
                 wait_ready(cluster.direct(name, GATEWAY_PORT), hosts[name])
-        for name in WORKER_HOSTS:
-            wait_for(lambda name=name: "ready." in host_output(hosts[name]), timeout=60)
+        for name in WORKER_HOSTS:  # each host its own hostname, so its own Celery node name
+            wait_for(lambda name=name: f"@{name} ready." in host_output(hosts[name]), timeout=60)
         wait_for(lambda: _answers(f"{cluster.base}/ready"), timeout=30)
         print(f"\nmulti-host: cluster up in {time.monotonic() - started:.1f}s")
         yield cluster
@@ -301,6 +301,7 @@ class Observer(threading.Thread):
         super().__init__(daemon=True)
         self.stream = client.events("/ws/sessions", last_event_id=last_event_id, backoff=0.2)
         self.received: list[tuple[float, int, int]] = []  # (monotonic time, id, connections)
+        self.sessions_created: set[str] = set()
 
     def run(self):
         for message in self.stream:
@@ -308,6 +309,8 @@ class Observer(threading.Thread):
                 self.received.append(
                     (time.monotonic(), int(message["id"]), self.stream.connections)
                 )
+            if message.get("type") == "session.created":
+                self.sessions_created.add(message["payload"]["session_id"])
 
     @property
     def ids(self) -> list[int]:
@@ -352,6 +355,7 @@ def test_a_socket_whose_web_host_dies_resumes_through_the_balancer(cluster, data
     finally:
         producer.done.set()
         producer.join(timeout=30)
+    wait_for(lambda: _unnumbered_events(database) == 0, timeout=30)  # the relay numbers them
     latest = _latest_session_event(database)
     wait_for(lambda: observer.ids and observer.ids[-1] >= latest, timeout=30)
     observer.stream.close()
@@ -364,6 +368,7 @@ def test_a_socket_whose_web_host_dies_resumes_through_the_balancer(cluster, data
     assert missed == [] and observer.ids == sorted(set(observer.ids)) == expected
     assert reconnected == 2 and producer.errors == []
     assert len(_sessions(database, producer.created)) == len(producer.created)
+    assert observer.sessions_created >= set(producer.created)
     with capsys.disabled():
         figures(
             f"resume: {holder} killed holding the socket; first event on the new socket "
@@ -496,6 +501,11 @@ def _latest_session_event(database) -> int:
         return connection.scalar(
             text(f"SELECT coalesce(max(seq), 0) FROM outbox_events WHERE {SESSION_STREAM}")
         )
+
+
+def _unnumbered_events(database) -> int:
+    with database.engine.connect() as connection:
+        return connection.scalar(text("SELECT count(*) FROM outbox_events WHERE seq IS NULL"))
 
 
 def _session_events(database, since: int) -> list[int]:
