@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared import events, webhook_http
-from shared.errors import ValidationError, WebhookNotFound
+from shared.errors import InvalidTransition, ValidationError, WebhookNotFound
 from shared.models.webhook import Webhook, WebhookDelivery
 from shared.services.common import Page, paginate, settings_of
 
@@ -85,7 +85,9 @@ def send_test(db: Session, *, webhook_id: uuid.UUID) -> None:
     webhook only, whatever its event types), so it takes the path every event takes."""
     webhook = get_or_raise(db, webhook_id=webhook_id)
     if not webhook.enabled:
-        raise ValidationError("Invalid input", details={"webhook": ["The webhook is disabled."]})
+        raise InvalidTransition(
+            f"Webhook {webhook_id} is disabled (register its URL again to receive events)"
+        )
     payload = {"webhook_id": str(webhook.id)}
     if webhook.pool is not None:
         payload["pool"] = webhook.pool

@@ -282,3 +282,14 @@ def test_deliveries_are_sent_to_their_own_queue(settings):
     assert router.route({}, jobs.DELIVER_WEBHOOK, (), {})["queue"].name == "webhooks"
     for name in (jobs.ASSIGN_READY_TASKS, jobs.SWEEP_WEBHOOK_DELIVERIES, jobs.PUBLISH_EVENTS):
         assert router.route({}, name, (), {})["queue"].name == "celery"
+
+
+def test_a_disabled_webhook_takes_no_test_event(client, db, database):
+    hook = client.post("/api/v1/webhooks", json=HOOK).json
+    with database.transaction() as session:
+        session.get(Webhook, hook["id"]).enabled = False
+    response = client.post(f"/api/v1/webhooks/{hook['id']}/test")
+    assert "disabled" in assert_error(response, 400, "INVALID_TRANSITION")["message"]
+    db.rollback()
+    assert db.scalar(select(func.count()).select_from(OutboxEvent)) == 0
+    assert client.get(f"/api/v1/webhooks/{hook['id']}").json["enabled"] is False
