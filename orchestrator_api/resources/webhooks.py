@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import g
 from flask.views import MethodView
 
+from orchestrator_api import pool_scope
 from orchestrator_api.auth import FULL_ACCESS_ROLES
 from orchestrator_api.database import db
 from orchestrator_api.resources.common import Blueprint, parse_id
@@ -39,7 +40,7 @@ class Webhooks(MethodView):
     @blp.response(200, WebhookPageSchema)
     def get(self, query):
         """List webhooks, newest first (secrets are never shown)."""
-        page = service.list_webhooks(db(), **query)
+        page = service.list_webhooks(db(), **query, pools=pool_scope.visible_pools())
         return page_body(page, page.items)
 
     @blp.arguments(WebhookCreateSchema)
@@ -47,6 +48,8 @@ class Webhooks(MethodView):
     def post(self, body):
         """Register a webhook. The answer carries its signing secret, the only time it is
         shown."""
+        if pool_scope.visible_pools() is not None:  # scoped: never a webhook of every pool
+            body["pool"] = pool_scope.creation_pool(body.get("pool"))
         return service.create(db(), **body)
 
 

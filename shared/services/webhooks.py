@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Collection
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -59,8 +60,14 @@ def get_or_raise(db: Session, *, webhook_id: uuid.UUID) -> Webhook:
     return webhook
 
 
-def list_webhooks(db: Session, *, page: int, page_size: int) -> Page[Webhook]:
+def list_webhooks(
+    db: Session, *, page: int, page_size: int, pools: Collection[str] | None = None
+) -> Page[Webhook]:
+    """`pools`: only the webhooks of those pools (a token scoped to pools: a webhook
+    without a pool hears every pool, so it is not among them); None: all."""
     query = select(Webhook).order_by(Webhook.created_at.desc(), Webhook.id)
+    if pools is not None:
+        query = query.where(Webhook.pool.in_(sorted(pools)))
     return paginate(db, query, page=page, page_size=page_size)
 
 

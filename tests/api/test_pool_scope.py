@@ -77,6 +77,34 @@ def test_every_route_answers_a_foreign_id_as_if_it_did_not_exist(client, foreign
     assert client.get(f"/api/v1/webhooks/{foreign['webhook_id']}").status_code == 200
 
 
+def test_every_other_route_hides_and_refuses_the_foreign_pool(client, foreign):
+    start_session(client, pool=OWN)
+    before = client.get("/api/v1/sessions", query_string={"pool": FOREIGN}).json["total"]
+    for path, method in spec_operations(client):
+        if PARAM.search(path):
+            continue
+        if method == "get":
+            seen = call(client, method, path, bearer())
+            assert seen.status_code == 200, (path, seen.json)
+            for foreign_id in foreign.values():
+                assert foreign_id not in seen.get_data(as_text=True), path
+            for query in ({"pool": FOREIGN}, {"session_id": foreign["session_id"]}):
+                refused = call(client, method, path, bearer(), query_string=query)
+                assert refused.status_code in (403, 404), (path, query, refused.json)
+        else:
+            for body in (
+                {"pool": FOREIGN, "title": "x", "name": "x"},
+                {"session_id": foreign["session_id"], "title": "x"},
+                {"agent_id": foreign["agent_id"]},
+            ):
+                refused = call(client, method, path, bearer(), json=body)
+                assert refused.status_code in (403, 404), (path, body, refused.json)
+    after = client.get("/api/v1/sessions", query_string={"pool": FOREIGN}).json["total"]
+    assert after == before
+    tasks = client.get("/api/v1/tasks", query_string={"session_id": foreign["session_id"]})
+    assert tasks.json["total"] == 1
+
+
 def test_a_scoped_token_works_in_its_own_pool(client):
     created = client.post("/api/v1/sessions", json={"title": "ours"}, headers=bearer())
     assert created.status_code == 201 and created.json["pool"] == OWN
@@ -94,6 +122,14 @@ def test_a_scoped_token_works_in_its_own_pool(client):
     assert task.status_code == 201
     listed = client.get("/api/v1/tasks", headers=bearer(role="viewer"))
     assert [t["id"] for t in listed.json["items"]] == [task.json["id"]]
+    hook = client.post(
+        "/api/v1/webhooks",
+        json={"url": "http://127.0.0.1:9/ours", "event_types": ["task.*"]},
+        headers=bearer(),
+    )
+    assert hook.status_code == 201 and hook.json["pool"] == OWN  # never one of every pool
+    listed = client.get("/api/v1/webhooks", headers=bearer()).json["items"]
+    assert [h["id"] for h in listed] == [hook.json["id"]]
     # the token the registration handed out is its agent's, in its pool
     agent_token = registered.json["token"]
     claims = tokens.verify(agent_token, key=DEVELOPMENT_SECRET_KEY)
