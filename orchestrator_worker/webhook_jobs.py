@@ -79,9 +79,11 @@ def _attempt(delivery_id: uuid.UUID) -> uuid.UUID | None:
 @shared_task(name=jobs.SWEEP_WEBHOOK_DELIVERIES, **JOB_OPTIONS)
 def sweep_webhook_deliveries() -> int:
     """Sends a job for each delivery that is due and that no job holds: retries whose
-    time has come, and deliveries whose job was lost (Redis, a SIGKILLed worker)."""
+    time has come, and deliveries whose job was lost (Redis, a SIGKILLed worker); and
+    forgets finished deliveries past WEBHOOK_DELIVERY_RETENTION_SECONDS."""
     with runtime.database().transaction() as db:
         due = deliveries.due_deliveries(db)
+        deliveries.prune(db)
     for delivery_id in due:
         deliver_webhook.delay(str(delivery_id))
     return len(due)

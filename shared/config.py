@@ -182,6 +182,8 @@ class Settings:
     # Deliveries in flight to one webhook at most, so a slow receiver holds only that
     # many of the webhooks worker's threads.
     webhook_max_in_flight: int = 4
+    # How long a finished delivery stays in a webhook's delivery log.
+    webhook_delivery_retention_seconds: int = 7 * 24 * 3600
 
     @property
     def is_production(self) -> bool:
@@ -283,6 +285,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "webhook_disable_after_failures": _int_between(1, 10_000),
     "webhook_redispatch_seconds": _float_between(0.5, 86_400),
     "webhook_max_in_flight": _int_between(1, 1_000),
+    "webhook_delivery_retention_seconds": _int_between(60, 366 * 24 * 3600),
 }
 
 

@@ -87,6 +87,12 @@ def upgrade() -> None:
         postgresql_where=sa.text("status = 'PENDING'"),
     )
     op.create_index(
+        "ix_webhook_deliveries_finished_created_at",
+        "webhook_deliveries",
+        ["created_at"],
+        postgresql_where=sa.text("status <> 'PENDING'"),
+    )
+    op.create_index(
         "ix_webhook_deliveries_leased_webhook_id",
         "webhook_deliveries",
         ["webhook_id"],

@@ -66,6 +66,12 @@ class WebhookDelivery(Base):
             "next_attempt_at",
             postgresql_where="status = 'PENDING'",
         ),
+        # The prune reads only finished deliveries, oldest first.
+        Index(
+            "ix_webhook_deliveries_finished_created_at",
+            "created_at",
+            postgresql_where="status <> 'PENDING'",
+        ),
         # A webhook's deliveries in flight (the claim's WEBHOOK_MAX_IN_FLIGHT).
         Index(
             "ix_webhook_deliveries_leased_webhook_id",

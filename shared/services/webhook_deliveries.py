@@ -331,3 +331,20 @@ def due_deliveries(db: Session, *, limit: int = 1000) -> list[uuid.UUID]:
     whose time has come, a job lost with Redis or a SIGKILLed worker); marked sent."""
     grace = settings_of(db).webhook_redispatch_seconds
     return [row.id for row in db.execute(_DUE_SQL, {"grace": grace, "limit": limit})]
+
+
+_PRUNE_SQL = text(
+    """
+    DELETE FROM webhook_deliveries WHERE id IN (
+        SELECT id FROM webhook_deliveries
+        WHERE status <> 'PENDING' AND created_at < now() - make_interval(secs => :keep)
+        ORDER BY created_at LIMIT :limit)
+    """
+)
+
+
+def prune(db: Session, *, limit: int = 1000) -> int:
+    """Forget finished deliveries older than WEBHOOK_DELIVERY_RETENTION_SECONDS, at most
+    `limit` (the sweep runs every second)."""
+    keep = settings_of(db).webhook_delivery_retention_seconds
+    return db.execute(_PRUNE_SQL, {"keep": keep, "limit": limit}).rowcount

@@ -20,6 +20,7 @@ from shared import events, jobs, relay, webhook_http
 from shared.db import Database
 from shared.models import OutboxEvent
 from shared.models.webhook import Webhook, WebhookDelivery
+from shared.services import webhook_deliveries as deliveries_service
 from shared.services import webhooks
 from tests.support.waiting import wait_for
 from tests.worker.webhook_receiver import Receiver
@@ -346,3 +347,32 @@ def test_a_slow_receiver_holds_only_its_share_of_the_worker(make_stack, receiver
     starts = [r.at for r in receiver.to("/slow/1")]
     assert len(starts) == 5
     assert all(b - a >= 0.9 for a, b in zip(starts, starts[1:], strict=False)), starts
+
+
+def test_the_sweep_forgets_finished_deliveries_past_their_retention(make_stack, receiver):
+    stack = make_stack(webhook_delivery_retention_seconds=60)
+    hook = stack.hook(receiver.url("/ok"))
+    stack.emit(3)
+    wait_for(lambda: stack.settled(hook, 3))
+    with stack.database.transaction() as db:
+        old, recent, _ = [d.id for d in stack.deliveries(hook)]
+        db.execute(
+            text(
+                "UPDATE webhook_deliveries SET created_at = now() - interval '61 seconds' "
+                "WHERE id = ANY(:ids)"
+            ),
+            {"ids": [old]},
+        )
+        # an old delivery still pending is kept whatever its age
+        db.execute(
+            text(
+                "UPDATE webhook_deliveries SET created_at = now() - interval '1 day', "
+                "status = 'PENDING', next_attempt_at = now() + interval '1 hour' WHERE id = :id"
+            ),
+            {"id": recent},
+        )
+    with stack.database.transaction() as db:
+        pruned = deliveries_service.prune(db)
+    assert pruned == 1
+    assert old not in {d.id for d in stack.deliveries(hook)}
+    assert len(stack.deliveries(hook)) == 2
