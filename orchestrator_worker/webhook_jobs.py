@@ -19,14 +19,13 @@ from shared.services import webhook_deliveries as deliveries
 
 log = logging.getLogger(__name__)
 
-JOB_OPTIONS = {"acks_late": True, "ignore_result": True}
 # A retry due within this long is sent at once with a countdown; later ones by the sweep.
 COUNTDOWN_LIMIT_SECONDS = 60.0
 # Deliveries one job makes at most, going on with its webhook's backlog.
 CHAIN_LIMIT = 100
 
 
-@shared_task(name=jobs.DELIVER_WEBHOOK, **JOB_OPTIONS)
+@shared_task(name=jobs.DELIVER_WEBHOOK)
 def deliver_webhook(delivery_id: str) -> int:
     """Deliver one, then go on with the same webhook's due deliveries while they succeed
     (those its claim left for the webhook's jobs in flight, WEBHOOK_MAX_IN_FLIGHT);
@@ -76,7 +75,7 @@ def _attempt(delivery_id: uuid.UUID) -> uuid.UUID | None:
     return next_id
 
 
-@shared_task(name=jobs.SWEEP_WEBHOOK_DELIVERIES, **JOB_OPTIONS)
+@shared_task(name=jobs.SWEEP_WEBHOOK_DELIVERIES)
 def sweep_webhook_deliveries() -> int:
     """Sends a job for each delivery that is due and that no job holds: retries whose
     time has come, and deliveries whose job was lost (Redis, a SIGKILLed worker); and

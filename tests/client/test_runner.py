@@ -29,7 +29,7 @@ from tests.support.processes import BIN, running_web, start, stop
 from tests.support.redis_claim import claimed_redis_url
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.process]
 
 COMMAND = f"{sys.executable} {os.path.join(ROOT, 'tests', 'client', 'runner_task.py')}"
 STACK_ENV = {

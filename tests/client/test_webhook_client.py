@@ -13,7 +13,9 @@ from orchestrator_client import OrchestratorClient, ValidationError, WebhookNotF
 from shared.db import Database
 from tests.support.processes import running_web
 from tests.support.waiting import wait_for
-from tests.worker.webhook_receiver import Receiver
+from tests.support.webhook_receiver import Receiver
+
+pytestmark = pytest.mark.process
 
 
 @pytest.fixture

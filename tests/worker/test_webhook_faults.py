@@ -21,7 +21,7 @@ from shared.models.webhook import WebhookDelivery
 from shared.services import webhooks
 from tests.support.processes import free_port, start, stop
 from tests.support.waiting import wait_for
-from tests.worker.webhook_receiver import Receiver
+from tests.support.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.chaos
 

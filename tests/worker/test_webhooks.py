@@ -23,7 +23,7 @@ from shared.models.webhook import Webhook, WebhookDelivery
 from shared.services import webhook_deliveries as deliveries_service
 from shared.services import webhooks
 from tests.support.waiting import wait_for
-from tests.worker.webhook_receiver import Receiver
+from tests.support.webhook_receiver import Receiver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SECRET = "a-secret-of-the-test-0123456789"
