@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, text
 from bench import floor_job
 from bench.common import Result, benchmark_database, paced, percentiles
 from bench.stack import celery_worker, web_server
-from orchestrator_api.jobs import make_job_sender
+from orchestrator_api.job_sender import make_job_sender
 
 REDIS_DB = 12
 TASKS = 500

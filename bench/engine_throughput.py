@@ -27,8 +27,8 @@ from sqlalchemy import text
 from bench import assignment
 from bench.common import Result, benchmark_database
 from bench.stack import celery_worker
-from orchestrator_api.jobs import make_job_sender
-from shared import jobs
+from orchestrator_api.job_sender import make_job_sender
+from shared import job_names
 from shared.db import Database
 
 REDIS_DB = 13
@@ -99,7 +99,7 @@ def through_jobs(database: Database, send, burst: int) -> tuple[int, float]:
     with database.engine.connect() as connection, monitor.connection_for_read() as broker:
         began = last_change = time.perf_counter()
         for _ in range(burst):
-            send(jobs.ASSIGN_READY_TASKS, (), {})
+            send(job_names.ASSIGN_READY_TASKS, (), {})
         assigned = 0
         while time.perf_counter() - began < TIMEOUT_SECONDS:
             time.sleep(POLL_SECONDS)

@@ -33,7 +33,7 @@ from sqlalchemy import text
 from bench.common import Result, benchmark_database, paced, percentiles
 from bench.dispatch import floor_trips
 from bench.stack import celery_worker, procfile_process, web_server
-from orchestrator_api.jobs import make_job_sender
+from orchestrator_api.job_sender import make_job_sender
 from shared import events
 from shared.db import Database
 from shared.services import webhooks

@@ -23,7 +23,7 @@ from orchestrator_api import (
     openapi,
     request_log,
 )
-from orchestrator_api.jobs import make_job_sender
+from orchestrator_api.job_sender import make_job_sender
 from orchestrator_api.request_body import MAX_BODY_BYTES, check_body
 from orchestrator_api.schemas.common import ErrorSchema
 from shared import __version__

@@ -10,7 +10,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 
 from orchestrator_worker import observability, runtime
-from shared import jobs
+from shared import job_names
 from shared.config import load_settings_or_exit
 
 settings = load_settings_or_exit()
@@ -55,15 +55,15 @@ app.conf.update(
     task_send_sent_event=True,
     worker_hijack_root_logger=False,
     timezone="UTC",
-    task_routes=jobs.ROUTES,  # deliveries on their own queue: the `webhooks` worker's
+    task_routes=job_names.ROUTES,  # deliveries on their own queue: the `webhooks` worker's
     beat_schedule={
-        "assign-ready-tasks": {"task": jobs.ASSIGN_READY_TASKS, "schedule": SWEEP_INTERVAL},
-        "expire-heartbeats": {"task": jobs.EXPIRE_HEARTBEATS, "schedule": SWEEP_INTERVAL},
-        "time-out-tasks": {"task": jobs.TIME_OUT_TASKS, "schedule": SWEEP_INTERVAL},
-        "reconcile": {"task": jobs.RECONCILE, "schedule": 3 * SWEEP_INTERVAL},
-        "publish-events": {"task": jobs.PUBLISH_EVENTS, "schedule": 1.0},
-        "prune-task-logs": {"task": jobs.PRUNE_TASK_LOGS, "schedule": 60.0},
-        "sweep-webhook-deliveries": {"task": jobs.SWEEP_WEBHOOK_DELIVERIES, "schedule": 1.0},
+        "assign-ready-tasks": {"task": job_names.ASSIGN_READY_TASKS, "schedule": SWEEP_INTERVAL},
+        "expire-heartbeats": {"task": job_names.EXPIRE_HEARTBEATS, "schedule": SWEEP_INTERVAL},
+        "time-out-tasks": {"task": job_names.TIME_OUT_TASKS, "schedule": SWEEP_INTERVAL},
+        "reconcile": {"task": job_names.RECONCILE, "schedule": 3 * SWEEP_INTERVAL},
+        "publish-events": {"task": job_names.PUBLISH_EVENTS, "schedule": 1.0},
+        "prune-task-logs": {"task": job_names.PRUNE_TASK_LOGS, "schedule": 60.0},
+        "sweep-webhook-deliveries": {"task": job_names.SWEEP_WEBHOOK_DELIVERIES, "schedule": 1.0},
     },
 )
 

@@ -17,7 +17,7 @@ import uuid
 from celery import shared_task
 
 from orchestrator_worker import runtime
-from shared import jobs, metrics, relay
+from shared import job_names, metrics, relay
 from shared.services import (
     assignment,
     decomposition,
@@ -44,7 +44,7 @@ for _repair in REPAIRS:  # every series from 0, so rate() sees the first repair
     metrics.SWEEP_REPAIRS.labels(_repair)
 
 
-@shared_task(name=jobs.ASSIGN_READY_TASKS)
+@shared_task(name=job_names.ASSIGN_READY_TASKS)
 def assign_ready_tasks() -> int:
     """Assign ready tasks, a batch per transaction, until no more fit."""
     total = 0
@@ -66,7 +66,7 @@ def assign_ready_tasks() -> int:
     return total
 
 
-@shared_task(name=jobs.DECOMPOSE_TASK, transaction=True)
+@shared_task(name=job_names.DECOMPOSE_TASK, transaction=True)
 def decompose_task(db, task_id: str) -> int:
     created = decomposition.run(db, task_id=uuid.UUID(task_id))
     log.info(
@@ -81,7 +81,7 @@ def decompose_task(db, task_id: str) -> int:
 SETTLE_PATIENCE = 50  # batches that find only rows others hold, 0.2 s apart
 
 
-@shared_task(name=jobs.SETTLE_SESSION)
+@shared_task(name=job_names.SETTLE_SESSION)
 def settle_session(session_id: str) -> int:
     """Cancel a finished session's unfinished tasks, a bounded batch per transaction,
     skipping rows other transactions hold (a creation being refused, say) and coming back
@@ -102,7 +102,7 @@ def settle_session(session_id: str) -> int:
     return total
 
 
-@shared_task(name=jobs.EXPIRE_HEARTBEATS)
+@shared_task(name=job_names.EXPIRE_HEARTBEATS)
 def expire_heartbeats() -> int:
     total = 0
     while True:
@@ -117,7 +117,7 @@ def expire_heartbeats() -> int:
     return total
 
 
-@shared_task(name=jobs.TIME_OUT_TASKS, transaction=True)
+@shared_task(name=job_names.TIME_OUT_TASKS, transaction=True)
 def time_out_tasks(db) -> int:
     timed_out = sweeps.time_out_tasks(db)
     if timed_out:
@@ -125,7 +125,7 @@ def time_out_tasks(db) -> int:
     return timed_out
 
 
-@shared_task(name=jobs.RECONCILE, transaction=True)
+@shared_task(name=job_names.RECONCILE, transaction=True)
 def reconcile(db) -> dict:
     """Repairs what a lost job left behind."""
     repaired = {
@@ -149,7 +149,7 @@ def _repaired(counts: dict[str, int], what: str) -> None:
     log.warning("%s %s", what, counts, extra={"repaired": counts})
 
 
-@shared_task(name=jobs.PRUNE_TASK_LOGS)
+@shared_task(name=job_names.PRUNE_TASK_LOGS)
 def prune_task_logs() -> int:
     """The logs of tasks finished more than TASK_LOG_RETENTION_SECONDS ago, a batch of
     tasks per transaction, at most PRUNE_MAX_BATCHES a run (the next run goes on)."""
@@ -166,7 +166,7 @@ def prune_task_logs() -> int:
     return total
 
 
-@shared_task(name=jobs.PUBLISH_EVENTS)
+@shared_task(name=job_names.PUBLISH_EVENTS)
 def publish_events() -> int:
     """Safety net for the web processes' relays: publish what is still unpublished."""
     settings = runtime.database().settings

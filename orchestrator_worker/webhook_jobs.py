@@ -1,4 +1,4 @@
-"""Webhook jobs, on their own queue (shared/jobs.py WEBHOOK_QUEUE): one delivery attempt
+"""Webhook jobs, on their own queue (shared/job_names.py WEBHOOK_QUEUE): one delivery attempt
 per job, and the sweep that re-sends what is due and held by no job.
 
 A delivery job holds no transaction while it waits on the receiver: it claims the
@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from celery import shared_task
 
 from orchestrator_worker import runtime
-from shared import jobs, webhook_http
+from shared import job_names, webhook_http
 from shared.services import webhook_deliveries as deliveries
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ COUNTDOWN_LIMIT_SECONDS = 60.0
 CHAIN_LIMIT = 100
 
 
-@shared_task(name=jobs.DELIVER_WEBHOOK)
+@shared_task(name=job_names.DELIVER_WEBHOOK)
 def deliver_webhook(delivery_id: str) -> int:
     """Deliver one, then go on with the same webhook's due deliveries while they succeed
     (those its claim left for the webhook's jobs in flight, WEBHOOK_MAX_IN_FLIGHT);
@@ -75,7 +75,7 @@ def _attempt(delivery_id: uuid.UUID) -> uuid.UUID | None:
     return next_id
 
 
-@shared_task(name=jobs.SWEEP_WEBHOOK_DELIVERIES)
+@shared_task(name=job_names.SWEEP_WEBHOOK_DELIVERIES)
 def sweep_webhook_deliveries() -> int:
     """Sends a job for each delivery that is due and that no job holds: retries whose
     time has come, and deliveries whose job was lost (Redis, a SIGKILLed worker); and

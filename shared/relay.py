@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 import redis as redis_lib
 from sqlalchemy import text
 
-from shared import jobs
+from shared import job_names
 from shared.db import Database
 from shared.events import message
 from shared.services import webhook_deliveries
@@ -98,7 +98,7 @@ def _send_deliveries(database: Database, delivery_ids: list) -> None:
         return
     for delivery_id in delivery_ids:
         try:
-            database.job_sender(jobs.DELIVER_WEBHOOK, (str(delivery_id),), {})
+            database.job_sender(job_names.DELIVER_WEBHOOK, (str(delivery_id),), {})
         except Exception as exc:
             log.warning("webhook deliveries not sent (the sweep sends them): %s", exc)
             return

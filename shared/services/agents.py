@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared import events, jobs
+from shared import events, job_names
 from shared.enums import AgentStatus, AgentType, Capability
 from shared.errors import AgentNameTaken, AgentNotFound
 from shared.models import Agent, Task
@@ -65,7 +65,7 @@ def register(
         current_load=0,
         active_tasks=0,
     )
-    request_job(db, jobs.ASSIGN_READY_TASKS)
+    request_job(db, job_names.ASSIGN_READY_TASKS)
     return agent
 
 
@@ -279,7 +279,7 @@ def heartbeat_many(db: Session, loads: Iterable[tuple[uuid.UUID, int]]) -> dict[
         agent["status"] != agent["previous_status"] and agent["status"] != AgentStatus.BUSY
         for agent in agents.values()
     ):
-        request_job(db, jobs.ASSIGN_READY_TASKS)  # back online, or room again
+        request_job(db, job_names.ASSIGN_READY_TASKS)  # back online, or room again
     return agents
 
 
@@ -322,4 +322,4 @@ def refresh_statuses(db: Session, *, agent_ids: Iterable[uuid.UUID]) -> None:
             )
         freed = freed or target in (AgentStatus.IDLE, AgentStatus.ACTIVE)
     if freed:
-        request_job(db, jobs.ASSIGN_READY_TASKS)
+        request_job(db, job_names.ASSIGN_READY_TASKS)

@@ -10,7 +10,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared import events, jobs
+from shared import events, job_names
 from shared.enums import AgentStatus
 from shared.models import Task
 from shared.models.types import utcnow
@@ -42,4 +42,4 @@ def deregister_agent(db: Session, *, agent_id: uuid.UUID) -> None:
         status=AgentStatus.OFFLINE,
         current_load=agent.current_load,
     )
-    request_job(db, jobs.ASSIGN_READY_TASKS)
+    request_job(db, job_names.ASSIGN_READY_TASKS)

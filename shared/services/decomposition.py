@@ -9,7 +9,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared import events, jobs
+from shared import events, job_names
 from shared.enums import FINISHED_SESSION_STATUSES, DecompositionTemplate, TaskStatus
 from shared.errors import Conflict
 from shared.models import Task, WorkSession
@@ -32,7 +32,7 @@ def accept(db: Session, *, task_id: uuid.UUID, template: DecompositionTemplate) 
         raise Conflict(f"Only a PENDING task can be decomposed; this one is {task.status}")
     task.decomposition_template = DecompositionTemplate(template)
     task.updated_at = utcnow()
-    request_job(db, jobs.DECOMPOSE_TASK, str(task_id))
+    request_job(db, job_names.DECOMPOSE_TASK, str(task_id))
     return task
 
 

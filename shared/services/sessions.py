@@ -8,7 +8,7 @@ from collections.abc import Collection
 from sqlalchemy import Select, func, select, true
 from sqlalchemy.orm import Session
 
-from shared import events, jobs
+from shared import events, job_names
 from shared.enums import Priority, SessionStatus, SessionType, TaskStatus
 from shared.errors import SessionNotFound
 from shared.models import Task, WorkSession
@@ -170,7 +170,7 @@ def apply_action(db: Session, *, session_id: uuid.UUID, action: str) -> WorkSess
     if action == "start":
         work_session.started_at = now
     if action in ("start", "resume"):
-        request_job(db, jobs.ASSIGN_READY_TASKS)
+        request_job(db, job_names.ASSIGN_READY_TASKS)
     if work_session.status in (SessionStatus.COMPLETED, SessionStatus.CANCELLED):
         work_session.completed_at = now
         settle.settle_session(db, session_id=work_session.id)

@@ -15,7 +15,7 @@ import uuid
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
-from shared import events, jobs
+from shared import events, job_names
 from shared.enums import FINISHED_SESSION_STATUSES
 from shared.models import Task, WorkSession
 from shared.models.types import utcnow
@@ -104,7 +104,7 @@ def settle_session(db: Session, *, session_id: uuid.UUID) -> None:
     job for the rest."""
     cancel_session_tasks(db, session_id=session_id)
     if has_unfinished_tasks(db, session_id=session_id):
-        request_job(db, jobs.SETTLE_SESSION, str(session_id))
+        request_job(db, job_names.SETTLE_SESSION, str(session_id))
 
 
 def unsettled_sessions(db: Session, *, limit: int = 100) -> list[uuid.UUID]:
@@ -129,7 +129,7 @@ def settle_finished_sessions(db: Session, *, budget: int = 2 * BATCH) -> int:
     cancelled = 0
     for session_id in unsettled_sessions(db):
         if cancelled >= budget:
-            request_job(db, jobs.SETTLE_SESSION, str(session_id))
+            request_job(db, job_names.SETTLE_SESSION, str(session_id))
             continue
         cancelled += cancel_session_tasks(db, session_id=session_id, limit=budget - cancelled)
     return cancelled

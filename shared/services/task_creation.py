@@ -13,7 +13,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared import events, jobs
+from shared import events, job_names
 from shared.enums import FINISHED_SESSION_STATUSES, Capability, Complexity, TaskStatus
 from shared.errors import Conflict, InvalidTransition, ValidationError
 from shared.models import Task, TaskDependency
@@ -92,7 +92,7 @@ def create(
         parent.has_subtasks = True
         task_lifecycle.follow_subtasks(db, parent)
     if task.status == TaskStatus.PENDING:
-        request_job(db, jobs.ASSIGN_READY_TASKS)
+        request_job(db, job_names.ASSIGN_READY_TASKS)
     return task
 
 

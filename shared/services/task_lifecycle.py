@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
-from shared import events, jobs
+from shared import events, job_names
 from shared.enums import TaskStatus
 from shared.errors import Forbidden, InvalidTransition
 from shared.models import Task, TaskDependency
@@ -201,7 +201,7 @@ def _retry_in_bulk(db: Session, *, held: list, reason: str) -> None:
             for row in held
         ],
     )
-    request_job(db, jobs.ASSIGN_READY_TASKS)
+    request_job(db, job_names.ASSIGN_READY_TASKS)
 
 
 def _fail_held(db: Session, task: Task, *, error: str, retryable: bool) -> None:
@@ -216,7 +216,7 @@ def _fail_held(db: Session, task: Task, *, error: str, retryable: bool) -> None:
         for column, value in TAKEN_BACK.items():
             setattr(task, column, value)
         _record_status(db, task, previous, previous_agent_id=holder)
-        request_job(db, jobs.ASSIGN_READY_TASKS)
+        request_job(db, job_names.ASSIGN_READY_TASKS)
         if task.parent_id:
             follow_subtasks(db, tasks.get(db, task_id=task.parent_id, lock=True))
     else:
@@ -299,7 +299,7 @@ def _release_dependents(db: Session, task: Task) -> None:
         if dependent.id not in unfinished:
             previous = move_task(dependent, "release")
             _record_status(db, dependent, previous)
-            request_job(db, jobs.ASSIGN_READY_TASKS)
+            request_job(db, job_names.ASSIGN_READY_TASKS)
 
 
 def dependency_reason(dependency_id: uuid.UUID, status: TaskStatus) -> str:
@@ -337,7 +337,7 @@ def release_ready_dependents(db: Session) -> int:
     for task in stuck:
         previous = move_task(task, "release")
         _record_status(db, task, previous)
-        request_job(db, jobs.ASSIGN_READY_TASKS)
+        request_job(db, job_names.ASSIGN_READY_TASKS)
     return len(stuck)
 
 

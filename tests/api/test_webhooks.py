@@ -275,12 +275,16 @@ def test_operators_may_manage_webhooks(prod_settings):
 def test_deliveries_are_sent_to_their_own_queue(settings):
     """The API's job sender (the web processes' relay uses it) routes deliveries to the
     `webhooks` queue, and nothing else there."""
-    from orchestrator_api.jobs import make_job_sender
-    from shared import jobs
+    from orchestrator_api.job_sender import make_job_sender
+    from shared import job_names
 
     router = make_job_sender(settings).client.amqp.router
-    assert router.route({}, jobs.DELIVER_WEBHOOK, (), {})["queue"].name == "webhooks"
-    for name in (jobs.ASSIGN_READY_TASKS, jobs.SWEEP_WEBHOOK_DELIVERIES, jobs.PUBLISH_EVENTS):
+    assert router.route({}, job_names.DELIVER_WEBHOOK, (), {})["queue"].name == "webhooks"
+    for name in (
+        job_names.ASSIGN_READY_TASKS,
+        job_names.SWEEP_WEBHOOK_DELIVERIES,
+        job_names.PUBLISH_EVENTS,
+    ):
         assert router.route({}, name, (), {})["queue"].name == "celery"
 
 

@@ -11,7 +11,7 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from shared import jobs
+from shared import job_names
 from shared.enums import AgentStatus, AgentType, Capability, TaskStatus
 from shared.errors import AgentNameTaken, AgentNotFound
 from shared.models import Agent, OutboxEvent, Task
@@ -137,7 +137,7 @@ def test_a_heartbeat_that_frees_room_asks_for_assignment(db, sent_jobs):
     assert sent_jobs == []
     assert agents.heartbeat(db, agent_id=loaded.id, current_load=20)["status"] == "IDLE"
     db.commit()
-    assert sent_jobs == [jobs.ASSIGN_READY_TASKS]
+    assert sent_jobs == [job_names.ASSIGN_READY_TASKS]
 
 
 def test_refresh_statuses_rederives_from_held_tasks(db, sent_jobs):
@@ -164,7 +164,7 @@ def test_refresh_statuses_rederives_from_held_tasks(db, sent_jobs):
         "BUSY",
         "ACTIVE",
     )
-    assert sent_jobs == [jobs.ASSIGN_READY_TASKS]  # room again
+    assert sent_jobs == [job_names.ASSIGN_READY_TASKS]  # room again
 
 
 def test_held_counts_count_only_assigned_and_in_progress_tasks(db):

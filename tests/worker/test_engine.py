@@ -158,7 +158,7 @@ def test_many_tasks_few_slots_never_over_capacity(api, db):
 
 
 def test_only_running_sessions_get_agents(api, db):
-    from shared import jobs
+    from shared import job_names
 
     paused = start_session(api, title="paused", priority="CRITICAL")
     pending = make_session(api, title="pending", priority="CRITICAL")
@@ -169,8 +169,8 @@ def test_only_running_sessions_get_agents(api, db):
     running_task = make_task(api, running["id"])
     agent = register(api, max_concurrent_tasks=5)
     wait_for(lambda: status_of(api, running_task["id"]) == "ASSIGNED")
-    _sender(api)(jobs.ASSIGN_READY_TASKS)
-    _sender(api)(jobs.ASSIGN_READY_TASKS)
+    _sender(api)(job_names.ASSIGN_READY_TASKS)
+    _sender(api)(job_names.ASSIGN_READY_TASKS)
     wait_for(lambda: _queue_is_empty(api))
     assert status_of(api, paused_task["id"]) == "PENDING"
     assert status_of(api, pending_task["id"]) == "PENDING"
@@ -211,9 +211,9 @@ def test_expired_agent_tasks_go_to_another_agent(api, database):
             text("UPDATE agents SET last_heartbeat_at = now() - interval '1 hour' WHERE id = :id"),
             {"id": first["id"]},
         )
-    from shared import jobs
+    from shared import job_names
 
-    _sender(api)(jobs.EXPIRE_HEARTBEATS)
+    _sender(api)(job_names.EXPIRE_HEARTBEATS)
     wait_for(lambda: api.get(f"/api/v1/agents/{first['id']}").json["status"] == "OFFLINE")
     reassigned = wait_for(
         lambda: (
@@ -227,7 +227,7 @@ def test_expired_agent_tasks_go_to_another_agent(api, database):
 
 
 def _sender(api):
-    from orchestrator_api.jobs import make_job_sender
+    from orchestrator_api.job_sender import make_job_sender
 
     send = make_job_sender(api.application.extensions["orchestrator"].settings)
     return lambda name, *args: send(name, args, {})
@@ -235,7 +235,7 @@ def _sender(api):
 
 @pytest.mark.parametrize("started", [False, True])
 def test_task_timeouts_free_the_agent_and_retry(api, database, started):
-    from shared import jobs
+    from shared import job_names
 
     session = start_session(api)
     agent = register(api, max_concurrent_tasks=1)
@@ -248,7 +248,7 @@ def test_task_timeouts_free_the_agent_and_retry(api, database, started):
             text("UPDATE tasks SET deadline_at = now() - interval '1 second' WHERE id = :id"),
             {"id": task["id"]},
         )
-    _sender(api)(jobs.TIME_OUT_TASKS)
+    _sender(api)(job_names.TIME_OUT_TASKS)
     retried = wait_for(
         lambda: (t := api.get(f"/api/v1/tasks/{task['id']}").json)["attempts"] == 1 and t
     )
@@ -259,7 +259,7 @@ def test_task_timeouts_free_the_agent_and_retry(api, database, started):
 
 
 def test_progress_keeps_a_running_task_alive(api, database):
-    from shared import jobs
+    from shared import job_names
     from shared.services import sweeps
 
     session = start_session(api)
@@ -276,12 +276,12 @@ def test_progress_keeps_a_running_task_alive(api, database):
         assert sweeps.time_out_tasks(tx) == 0
     assert status_of(api, task["id"]) == "IN_PROGRESS"
     time.sleep(1.0)  # now past the pushed deadline too
-    _sender(api)(jobs.TIME_OUT_TASKS)
+    _sender(api)(job_names.TIME_OUT_TASKS)
     wait_for(lambda: api.get(f"/api/v1/tasks/{task['id']}").json["attempts"] == 1)
 
 
 def test_reconcile_repairs_what_lost_jobs_left(api, database):
-    from shared import jobs
+    from shared import job_names
 
     session = start_session(api)
     # a dependent left BLOCKED though its dependency completed
@@ -298,7 +298,7 @@ def test_reconcile_repairs_what_lost_jobs_left(api, database):
             ),
             {"id": parent["id"]},
         )
-    _sender(api)(jobs.RECONCILE)
+    _sender(api)(job_names.RECONCILE)
     wait_for(lambda: status_of(api, waiting["id"]) == "PENDING")
     subtasks = wait_for(lambda: api.get(f"/api/v1/tasks/{parent['id']}").json["subtasks"])
     assert len(subtasks) == len(TEMPLATES["BUGFIX"])
@@ -313,7 +313,7 @@ def test_reconcile_repairs_what_lost_jobs_left(api, database):
             ),
             {"id": agent_id},
         )
-    _sender(api)(jobs.ASSIGN_READY_TASKS)
+    _sender(api)(job_names.ASSIGN_READY_TASKS)
     wait_for(lambda: status_of(api, waiting["id"]) == "ASSIGNED")
 
 

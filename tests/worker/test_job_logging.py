@@ -12,7 +12,7 @@ from celery.signals import task_prerun
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
-from shared import jobs, logs
+from shared import job_names, logs
 from tests.api.helpers import act, make_session, make_task, register, start_session
 from tests.support.waiting import wait_for
 
@@ -112,14 +112,14 @@ def test_sweeps_count_expiries_and_repairs(api, database, celery_worker):
     wait_for(lambda: api.get(f"/api/v1/tasks/{task['id']}").json["status"] == "ASSIGNED")
     with database.engine.begin() as connection:
         connection.execute(text("UPDATE tasks SET deadline_at = now() - interval '1 second'"))
-    celery_worker.send_task(jobs.TIME_OUT_TASKS)
+    celery_worker.send_task(job_names.TIME_OUT_TASKS)
     wait_for(lambda: REGISTRY.get_sample_value(*timeouts) == timed_out + 1)
     with database.engine.begin() as connection:
         connection.execute(
             text("UPDATE agents SET last_heartbeat_at = now() - interval '1 day' WHERE id = :id"),
             {"id": agent["id"]},
         )
-    celery_worker.send_task(jobs.EXPIRE_HEARTBEATS)
+    celery_worker.send_task(job_names.EXPIRE_HEARTBEATS)
     wait_for(
         lambda: REGISTRY.get_sample_value("orchestrator_heartbeat_expiries_total") == expiries + 1
     )

@@ -7,8 +7,8 @@ import uuid
 
 from sqlalchemy import func, select, text
 
-from orchestrator_api.jobs import make_job_sender
-from shared import jobs
+from orchestrator_api.job_sender import make_job_sender
+from shared import job_names
 from shared.models import TaskLogLine
 from tests.api.helpers import act, make_task, register, start_session
 from tests.support.waiting import wait_for
@@ -44,7 +44,7 @@ def test_the_prune_job_removes_only_logs_past_their_retention(api, database):
             {"s": retention + 60, "id": old},
         )
     send = make_job_sender(api.application.extensions["orchestrator"].settings)
-    send(jobs.PRUNE_TASK_LOGS, (), {})
+    send(job_names.PRUNE_TASK_LOGS, (), {})
     wait_for(lambda: log_lines(database, old) == 0)
     assert log_lines(database, recent) == 3
     page = api.get(f"/api/v1/tasks/{old}/logs").json

@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select
 
-from orchestrator_api.jobs import make_job_sender
+from orchestrator_api.job_sender import make_job_sender
 from shared import events, relay
 from shared.db import Database
 from shared.models.webhook import WebhookDelivery

@@ -14,9 +14,9 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import select, text
 
-from orchestrator_api.jobs import make_job_sender
+from orchestrator_api.job_sender import make_job_sender
 from orchestrator_worker import runtime
-from shared import events, jobs, relay, webhook_http
+from shared import events, job_names, relay, webhook_http
 from shared.db import Database
 from shared.models import OutboxEvent
 from shared.models.webhook import Webhook, WebhookDelivery
@@ -309,7 +309,7 @@ def test_the_sweep_sends_deliveries_whose_jobs_were_lost(make_stack, receiver, c
     lost.dispose()
     assert all(d.status == "PENDING" for d in stack.deliveries(hook))
     time.sleep(0.6)
-    celery_worker.send_task(jobs.SWEEP_WEBHOOK_DELIVERIES)
+    celery_worker.send_task(job_names.SWEEP_WEBHOOK_DELIVERIES)
     deliveries = wait_for(lambda: stack.settled(hook, 3))
     assert all(d.status == "SUCCEEDED" for d in deliveries)
     assert len(receiver.requests) == 3

@@ -10,7 +10,7 @@ import requests
 from celery import Celery
 from sqlalchemy import text
 
-from shared import jobs
+from shared import job_names
 from tests.api.helpers import register
 from tests.support.metrics import parse
 from tests.support.processes import free_port, output, start, stop
@@ -46,8 +46,8 @@ def test_worker_metrics_sum_its_pool_processes(settings, spare_redis_url, client
                 return None
 
         wait_for(scrape, timeout=30)
-        sender.send_task(jobs.EXPIRE_HEARTBEATS, headers={"request_id": "req-from-test"})
-        key = ("orchestrator_jobs_total", jobs.EXPIRE_HEARTBEATS, "SUCCESS")
+        sender.send_task(job_names.EXPIRE_HEARTBEATS, headers={"request_id": "req-from-test"})
+        key = ("orchestrator_jobs_total", job_names.EXPIRE_HEARTBEATS, "SUCCESS")
         # the job counts its expiries as it runs, and is counted itself once it returned
         samples = wait_for(
             lambda: (
@@ -65,7 +65,7 @@ def test_worker_metrics_sum_its_pool_processes(settings, spare_redis_url, client
             return [x for x in lines if x["logger"] == "orchestrator_worker.jobs"]
 
         (expired,) = wait_for(job_lines)
-        assert expired["job"] == jobs.EXPIRE_HEARTBEATS
+        assert expired["job"] == job_names.EXPIRE_HEARTBEATS
         assert expired["request_id"] == "req-from-test" and expired["job_id"]
     finally:
         sender.close()

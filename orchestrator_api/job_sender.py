@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from shared import jobs, logs
+from shared import job_names, logs
 from shared.config import Settings
 
 
@@ -18,7 +18,7 @@ def make_job_sender(settings: Settings):
         broker_connection_timeout=2,
         broker_connection_retry_on_startup=False,
         task_serializer="json",
-        task_routes=jobs.ROUTES,
+        task_routes=job_names.ROUTES,
         # If the broker is away, give up quickly: the sweeps find the same work later.
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
     )
