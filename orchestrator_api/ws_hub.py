@@ -1,13 +1,18 @@
 """The per-process event hub of the WebSocket gateway.
 
 One reader per web process follows the Redis Stream of events (no Redis connection per
-client), frames each event once, and writes to each socket the events it wants: after a
-write it lets events gather for a moment, so each socket gets a batch in one write (at a
-thousand sockets, the work is the writes; the moment grows with the time a fan-out took,
-so a busy gateway writes bigger batches instead of falling behind). The sockets of one
-session or agent are found by the ids an event names, not by asking every socket. Ids are
-gapless: a gap in the stream (an XADD lost to a crash or a Redis restart) is filled from
-PostgreSQL. A second thread computes `system.health` for the `/ws/system` sockets.
+client), frames each event once, and writes to each socket the events it wants. When a
+fan-out wrote to many sockets it lets events gather for a moment, so each socket gets a
+batch in one write (at a thousand sockets, the work is the writes; the moment grows with
+the time a fan-out took, so a busy gateway writes bigger batches instead of falling
+behind); a fan-out to a few sockets (an agent's own stream) is followed by none, so an
+event waits for nothing. The sockets of one session or agent are found by the ids an
+event names, not by asking every socket. Ids are gapless: a gap in the stream (an XADD
+lost to a crash or a Redis restart) is filled from PostgreSQL. The relays NOTIFY the
+newest id they numbered (shared/notify.py), so an idle hub asks PostgreSQL only when the
+stream missed something, or every HUB_SAFETY_POLL_SECONDS; while Redis is down it reads
+PostgreSQL when notified. A second thread computes `system.health` while `/ws/system`
+sockets are open.
 """
 
 from __future__ import annotations
@@ -23,16 +28,22 @@ from sqlalchemy import func, select
 from wsproto.frame_protocol import FrameProtocol
 
 from orchestrator_api.ws_sockets import Filter, Subscription
-from shared import events, relay
+from shared import events, notify, relay
 from shared.metrics import WEBSOCKET_CONNECTIONS
 from shared.models import Agent, Task, WorkSession
 
 log = logging.getLogger(__name__)
 
-# Events that arrive within this long of the last write go to each socket in one write;
-# when a fan-out took longer, they gather that long (at most the second bound).
+# After a fan-out that wrote to more than GATHER_ABOVE_WRITES sockets, events that arrive
+# within this long go to each socket in one write; when a fan-out took longer, they gather
+# that long (at most the second bound). After a smaller fan-out, only as long as it took.
 FAN_OUT_INTERVAL_SECONDS = 0.025
 MAX_GATHER_SECONDS = 0.25
+GATHER_ABOVE_WRITES = 50
+# An idle hub (Redis up, no notification of an id it has not seen) reads PostgreSQL this
+# often all the same; while Redis is down, at least this often.
+HUB_SAFETY_POLL_SECONDS = 30.0
+REDIS_DOWN_POLL_SECONDS = 1.0
 # The payload fields by which an event finds the sockets of one session or agent.
 ROUTING_FIELDS = ("session_id", "agent_id", "previous_agent_id")
 # Events read from PostgreSQL at a time when the stream missed some.
@@ -58,9 +69,16 @@ class Hub:
         self.fanned_out_at = 0.0
         self.gather_seconds = FAN_OUT_INTERVAL_SECONDS
         self.last_seq = relay.latest_seq(ext.database)
+        self.database_read_at = time.monotonic()
+        # the newest id a relay said it numbered (NOTIFY); None: ask PostgreSQL
+        self.published_seq: int | None = self.last_seq
+        self.notified = threading.Event()
         self.health: dict | None = None
         self.stopped = threading.Event()
         self.closing = threading.Event()  # set on shutdown: sockets close with 1001
+        notify.listener(notify.listen_url(ext.settings)).subscribe(
+            notify.PUBLISHED_CHANNEL, self._published
+        )
         threading.Thread(target=self._read_stream, name="ws-hub-reader", daemon=True).start()
         threading.Thread(target=self._tick_health, name="ws-hub-health", daemon=True).start()
 
@@ -102,6 +120,25 @@ class Hub:
         for subscription in targets:
             subscription.wake()
 
+    def _published(self, payload: str | None) -> None:
+        """A relay numbered events up to `payload` (None: the listener reconnected, so
+        some notifications may be lost)."""
+        if payload is None or not payload.isdigit():
+            self.published_seq = None
+        elif self.published_seq is not None:
+            self.published_seq = max(self.published_seq, int(payload))
+        self.notified.set()
+
+    def _database_has_more(self) -> bool:
+        """Whether PostgreSQL may hold events the stream has not brought (or to look
+        all the same: the safety poll)."""
+        known = self.published_seq
+        return (
+            known is None
+            or known > self.last_seq
+            or time.monotonic() - self.database_read_at >= HUB_SAFETY_POLL_SECONDS
+        )
+
     def connections(self) -> int:
         return len(self.subscriptions) + len(self.system_subscriptions)
 
@@ -128,23 +165,38 @@ class Hub:
                         frames = writes.setdefault(subscription, [])
                         if (not frames or frames[-1][0] != seq) and subscription.wants(message):
                             frames.append((seq, frame))
+        written = 0
         for subscription, frames in writes.items():
             if frames:
                 subscription.deliver(frames)
+                written += 1
+        # Sockets of the same stream share one filter (/ws/sessions: `_session_events`):
+        # it runs once per batch, and they get the same bytes.
+        sharing: dict[Filter, list[Subscription]] = {}
         for subscription in unrouted:
-            wants = subscription.wants
+            sharing.setdefault(subscription.wants, []).append(subscription)
+        for wants, subscriptions in sharing.items():
             frames = [(seq, frame) for message, seq, frame in framed if wants(message)]
-            if frames:
-                subscription.deliver(frames)
+            if not frames:
+                continue
+            data = b"".join(frame for _, frame in frames)
+            for subscription in subscriptions:
+                subscription.deliver(frames, data)
+            written += len(subscriptions)
         took = time.monotonic() - began
-        self.gather_seconds = min(max(FAN_OUT_INTERVAL_SECONDS, took), MAX_GATHER_SECONDS)
+        at_least = FAN_OUT_INTERVAL_SECONDS if written > GATHER_ABOVE_WRITES else 0.0
+        self.gather_seconds = min(max(at_least, took), MAX_GATHER_SECONDS)
 
     def _catch_up(self, before: int | None = None) -> None:
         """Deliver from PostgreSQL what the stream did not carry: up to `before` (a gap,
         however long, page by page), or, without it (Redis down), the next page."""
-        if before is None and relay.latest_seq(self.ext.database) < self.last_seq:
-            log.warning("event ids went back (database restored or recreated): following it")
-            self.last_seq = relay.latest_seq(self.ext.database)
+        if before is None:
+            self.database_read_at = time.monotonic()
+            self.published_seq = self.published_seq or self.last_seq  # asked now
+            latest = relay.latest_seq(self.ext.database)
+            if latest < self.last_seq:
+                log.warning("event ids went back (database restored or recreated): following it")
+                self.last_seq = self.published_seq = latest
         for page in relay.pages_since(self.ext.database, self.last_seq, before, CATCH_UP_PAGE):
             if self.batch:
                 self._fan_out()  # a page at a time
@@ -168,10 +220,14 @@ class Hub:
             except redis_lib.RedisError as exc:
                 log.warning("event stream unavailable (%s); reading from the database", exc)
                 response = None
-                self.stopped.wait(0.5)
+                self.notified.clear()
+                if not self._database_has_more():  # until a relay numbers events
+                    self.notified.wait(REDIS_DOWN_POLL_SECONDS)
+                self.published_seq = None  # read PostgreSQL at once
             try:
                 if not response:
-                    self._catch_up()
+                    if self._database_has_more():
+                        self._catch_up()
                 else:
                     for stream_id, fields in response[0][1]:
                         seq = int(stream_id.split(b"-")[0])
@@ -191,12 +247,16 @@ class Hub:
     def _tick_health(self) -> None:
         while not self.stopped.is_set():
             try:
+                with self.lock:
+                    targets = list(self.system_subscriptions)
+                if not targets:  # nobody to tell: no query, no worker ping
+                    self.health = None
+                    self.stopped.wait(self.settings.system_event_interval_seconds)
+                    continue
                 self.health = system_health(self.ext)
                 frame = FrameProtocol(client=False, extensions=[]).send_data(
                     json.dumps(self.health), fin=True
                 )
-                with self.lock:
-                    targets = list(self.system_subscriptions)
                 for subscription in targets:
                     subscription.deliver([(0, frame)])
             except Exception:

@@ -63,6 +63,8 @@ class SocketWriter:
             if event and (self.overflowed or self.pending_bytes + len(data) > BUFFER_BYTES):
                 self.overflowed = True
                 waiting_began = True
+            elif event and not self.pending and not self.broken:
+                waiting_began = self._send_at_once(data)
             else:
                 waiting_began = not self.pending
                 if not event and _is_control(data):
@@ -75,6 +77,23 @@ class SocketWriter:
         if waiting_began and self.wake is not None:
             self.wake()
         return 0 if self.overflowed and event else len(data)
+
+    def _send_at_once(self, data: bytes) -> bool:
+        """Nothing waits: write straight away (most writes). Whether some of it must wait."""
+        try:
+            sent = self.raw.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.broken = True  # the reader thread notices the dead socket too
+            return False
+        if sent == len(data):
+            return False
+        self.pending.append(data)
+        self.pending_bytes = len(data)
+        self.offset = sent
+        self.waiting_since = time.monotonic()
+        return True
 
     def _queue_control(self, frames: bytes) -> None:
         begun = self.pending.popleft() if self.offset else None  # a frame is never cut
@@ -193,15 +212,19 @@ class Subscription:
             self.writer is not None and self.writer.overflowed
         )
 
-    def deliver(self, frames: list[tuple[int, bytes]]) -> None:
-        """Frames of wanted events, oldest first, with their ids (0: not a stream event)."""
+    def deliver(self, frames: list[tuple[int, bytes]], data: bytes | None = None) -> None:
+        """Frames of wanted events, oldest first, with their ids (0: not a stream event);
+        `data`: the frames joined, when the caller has them (shared by many sockets)."""
         if self.writer is None:
             with self.lock:
                 if self.writer is None:
                     self.held += frames
                     self.held_bytes += sum(len(frame) for _, frame in frames)
                     return
-        self._write(frames)
+        if data is not None and frames[0][0] > self.floor:  # none was sent by the resume
+            self.writer.send(data, event=True)
+        else:
+            self._write(frames)
 
     def wake(self) -> None:
         """Wake the socket's own thread (the hub is shutting down)."""

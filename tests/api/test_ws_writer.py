@@ -199,3 +199,29 @@ def test_recv_gives_up_when_the_socket_is_closed_under_it(pair):
     writer.close()
     reader.join(5)
     assert not reader.is_alive() and outcome
+
+
+def test_the_socket_is_woken_when_bytes_start_waiting_and_on_overflow(pair, monkeypatch):
+    """The socket's own thread sleeps until woken: once when a write is left waiting for
+    the client (then it retries), again when events overflow; not for writes that went."""
+    monkeypatch.setattr(ws, "BUFFER_BYTES", 100_000)
+    server, client = pair
+    wakes = []
+    writer = ws.SocketWriter(
+        server, send_timeout=10, wake=lambda: wakes.append(len(writer.pending))
+    )
+    writer.send(b"a" * 100, event=True)  # goes at once
+    assert read_all(client, 100) == b"a" * 100 and wakes == []
+    chunk = b"y" * 30_000
+    writer.send(chunk, event=True)  # more than the socket buffers: the rest waits
+    assert writer.pending and wakes == [1]
+    writer.send(chunk, event=True)  # still waiting: no new wake
+    assert wakes == [1]
+    writer.send(chunk * 3, event=True)  # over the bound
+    assert writer.overflowed and len(wakes) == 2
+    received = b""
+    client.settimeout(5)
+    while len(received) < 2 * len(chunk):
+        received += client.recv(65536)
+        writer.flush()
+    assert received == chunk * 2  # in order, whole, the part sent at once included
