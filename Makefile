@@ -9,7 +9,7 @@ FLOWER_PORT ?= 5555
 export PORT
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test test-fast test-rabbitmq services browser haproxy venv venv-run redis-free lint format migrate bench clean
+.PHONY: run test test-fast test-rabbitmq test-pgbouncer services browser haproxy pgbouncer venv venv-run redis-free lint format migrate bench clean
 
 $(BIN)/python:
 	@echo "==> creating the virtualenv $(VENV)"
@@ -51,7 +51,7 @@ run: venv-run services redis-free migrate
 	@$(BIN)/python -m shared.announce http://localhost:$(PORT) $(FLOWER_PORT) &
 	$(BIN)/honcho start --port $(PORT) web gateway worker webhooks beat flower
 
-test: venv services browser haproxy
+test: venv services browser haproxy pgbouncer
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The inner loop: everything but the tests marked process, chaos or browser (pyproject.toml).
@@ -69,6 +69,16 @@ test-rabbitmq: venv services
 		$(BIN)/pytest $(RABBITMQ_TESTS) $(PYTEST_ARGS); \
 	status=$$?; rabbitmqctl -q delete_vhost $$vhost; exit $$status
 
+# The API and engine tests, and processes they start, through a PgBouncer of this run's own
+# in transaction pooling mode (tests/support/pgbouncer.py: a free port, at most
+# PGBOUNCER_POOL_SIZE server connections, removed after); the test database is created
+# and dropped on PostgreSQL itself (TEST_POSTGRES_ADMIN_URL).
+PGBOUNCER_TESTS ?= tests/api/test_agents.py tests/api/test_tasks.py tests/api/test_sessions.py \
+	tests/api/test_idempotency.py tests/worker/test_engine.py tests/api/test_ws_heartbeat.py \
+	tests/test_processes.py tests/shared/test_pooler.py
+test-pgbouncer: venv services pgbouncer
+	$(BIN)/python -m tests.support.pgbouncer $(BIN)/pytest $(PGBOUNCER_TESTS) $(PYTEST_ARGS)
+
 # Debian's Chromium for tests/browser (driven by Playwright from PyPI; no `playwright install`).
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
@@ -77,6 +87,11 @@ browser:
 # never the system service).
 haproxy:
 	@command -v haproxy >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy)
+
+# Debian's PgBouncer for make test-pgbouncer and tests/shared/test_pooler.py (the tests run
+# their own pgbouncer processes, never the system service).
+pgbouncer:
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -8,7 +8,7 @@ import redis as redis_lib
 
 from shared import logs
 from shared.config import load_settings_or_exit
-from shared.db import Database
+from shared.db import WORKER_POOL, Database
 
 _lock = threading.RLock()
 _database: Database | None = None
@@ -26,7 +26,7 @@ def database() -> Database:
     global _database
     with _lock:
         if _database is None:
-            _database = Database(load_settings_or_exit(), job_sender=_send, pool_size=5)
+            _database = Database(load_settings_or_exit(), job_sender=_send, pool=WORKER_POOL)
         return _database
 
 
@@ -44,7 +44,7 @@ def configure(settings) -> None:
     with _lock:
         if _database is not None:
             _database.dispose()
-        _database = Database(settings, job_sender=_send, pool_size=5)
+        _database = Database(settings, job_sender=_send, pool=WORKER_POOL)
         _redis = None
 
 

@@ -110,6 +110,13 @@ def _origins(raw: str) -> str:
 @dataclass(frozen=True)
 class Settings:
     database_url: str = "postgresql://localhost/orchestrator"
+    # The heartbeat statement is PREPAREd once per connection unless a pooler in
+    # transaction mode (PgBouncer) stands in between: auto finds out per connection.
+    database_prepared_statements: str = "auto"
+    # Connections each process keeps (and opens beyond, at most) per engine; unset: its
+    # kind's default (shared/db.py: web and gateway 10 + 20, worker children 5 + 20).
+    db_pool_size: int | None = None
+    db_max_overflow: int | None = None
     redis_url: str = "redis://localhost:6379/0"
     # Celery's broker; empty: REDIS_URL. RabbitMQ (amqp://) works too: Redis still carries
     # the events, rate limits and WebSocket leases.
@@ -243,6 +250,9 @@ class Settings:
 
 PARSERS: dict[str, Callable[[str], Any]] = {
     "database_url": _url("postgresql", "postgres"),
+    "database_prepared_statements": _one_of("auto", "true", "false"),
+    "db_pool_size": _int_between(1, 10_000),
+    "db_max_overflow": _int_between(0, 10_000),
     "redis_url": _url("redis", "rediss", "unix"),
     "celery_broker_url": _url("redis", "rediss", "amqp", "amqps", "pyamqp"),
     "api_secret_key": _text,

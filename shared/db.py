@@ -5,6 +5,7 @@ from __future__ import annotations
 import select
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from sqlalchemy import MetaData, create_engine, event
 from sqlalchemy.engine import Engine
@@ -42,22 +43,77 @@ def _readable(fd: int) -> bool:
     return bool(poller.poll(0))
 
 
+def _note_session_state(prepared_statements: str):
+    """A `connect` listener: whether this connection may keep session state (a prepared
+    statement) from one transaction to the next, in `info["session_state"]`. Behind a
+    pooler in transaction mode (PgBouncer) the next transaction may run on another server
+    connection. `auto` tells them apart by the backend's process id: PostgreSQL names its
+    own at connection start, while a pooler hands out a made-up one (PgBouncer: random),
+    so the id the server reports differs."""
+
+    def note(dbapi_connection, record) -> None:
+        if prepared_statements != "auto":
+            record.info["session_state"] = prepared_statements == "true"
+            return
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT pg_backend_pid()")
+            (server_pid,) = cursor.fetchone()
+        finally:
+            cursor.close()
+            dbapi_connection.rollback()
+        record.info["session_state"] = server_pid == dbapi_connection.get_backend_pid()
+
+    return note
+
+
+def keeps_session_state(connection) -> bool:
+    """Whether a SQLAlchemy connection may keep session state between transactions."""
+    return bool(connection.info.get("session_state"))
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+@dataclass(frozen=True)
+class PoolSize:
+    """Connections a process keeps open, and how many more it may open under load."""
+
+    size: int
+    overflow: int
+
+
+# Each kind's default, unless DB_POOL_SIZE and DB_MAX_OVERFLOW say otherwise: a web or
+# gateway process serves many threads (greenlets) at once; a worker child runs one job
+# at a time (the threaded webhooks worker: WEBHOOK_CONCURRENCY of them).
+WEB_POOL = PoolSize(10, 20)
+WORKER_POOL = PoolSize(5, 20)
 
 
 class Database:
     """One engine and session factory per process (per child after a fork)."""
 
-    def __init__(self, settings: Settings, job_sender=None, **engine_options) -> None:
+    def __init__(
+        self, settings: Settings, job_sender=None, *, pool: PoolSize = WEB_POOL, **engine_options
+    ) -> None:
         from shared import unit_of_work
 
         self.settings = settings
         self.job_sender = job_sender  # the relay sends webhook deliveries with it
-        options = {"pool_size": 10, "max_overflow": 20, "pool_recycle": POOL_RECYCLE_SECONDS}
+        options = {
+            "pool_size": settings.db_pool_size or pool.size,
+            "max_overflow": (
+                pool.overflow if settings.db_max_overflow is None else settings.db_max_overflow
+            ),
+            "pool_recycle": POOL_RECYCLE_SECONDS,
+        }
         options.update(engine_options)
         self.engine: Engine = create_engine(settings.sqlalchemy_url, **options)
         event.listen(self.engine, "checkout", _discard_if_closed_by_server)
+        event.listen(
+            self.engine, "connect", _note_session_state(settings.database_prepared_statements)
+        )
         self.sessionmaker = sessionmaker(
             self.engine, expire_on_commit=False, info={"settings": settings}
         )

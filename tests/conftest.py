@@ -24,6 +24,9 @@ from tests.support.redis_claim import claimed_redis_url
 SERVER_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
+# CREATE and DROP DATABASE: PostgreSQL itself when TEST_POSTGRES_URL is a pooler's
+# (`make test-pgbouncer`, tests/support/pgbouncer.py).
+ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN_URL", SERVER_URL)
 # Tests send many requests from one client; the limit itself has tests of its own.
 UNLIMITED_RATE = "1000000/minute"
 
@@ -31,7 +34,7 @@ UNLIMITED_RATE = "1000000/minute"
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     name = f"orch_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = create_engine(SERVER_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with claimed_redis_url() as redis_url:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared import events, job_names
+from shared.db import keeps_session_state
 from shared.enums import AgentStatus, AgentType, Capability
 from shared.errors import AgentNameTaken, AgentNotFound
 from shared.models import Agent, Task
@@ -181,11 +182,12 @@ def _sql(expression) -> str:
 # records the events: agent.status_changed on a change of status; agent.heartbeat when
 # the status or the load changed, or the agent's last one is older than $3 seconds
 # (HEARTBEAT_EVENT_INTERVAL_SECONDS: an agent that beats every few seconds with nothing
-# new does not fill the outbox and the streams). It is prepared once per connection:
-# planning it costs more than running it. The commit need not wait for the disk: losing
-# the last second of heartbeats in a crash is harmless (the agents send the next one).
-_HEARTBEAT_PREPARE = f"""
-    PREPARE agent_heartbeats(uuid[], integer[], integer) AS
+# new does not fill the outbox and the streams). It is prepared once per connection
+# (planning it costs more than running it) unless the connection may not keep session
+# state (behind PgBouncer in transaction mode; DATABASE_PREPARED_STATEMENTS): then it is
+# sent whole each time. The commit need not wait for the disk: losing the last second of
+# heartbeats in a crash is harmless (the agents send the next one).
+_HEARTBEAT_QUERY = f"""
     WITH input AS (
         SELECT DISTINCT ON (id) id, load
         FROM unnest($1, $2) WITH ORDINALITY
@@ -252,9 +254,21 @@ _HEARTBEAT_PREPARE = f"""
     )
     SELECT * FROM updated
 """
-_HEARTBEAT_SQL = text(
-    "SET LOCAL synchronous_commit TO OFF; EXECUTE agent_heartbeats("
-    "CAST(:ids AS uuid[]), CAST(:loads AS integer[]), CAST(:event_interval AS integer))"
+_HEARTBEAT_ARGUMENTS = (
+    "CAST(:ids AS uuid[])",
+    "CAST(:loads AS integer[])",
+    "CAST(:event_interval AS integer)",
+)
+_HEARTBEAT_PREPARE = "PREPARE agent_heartbeats(uuid[], integer[], integer) AS" + _HEARTBEAT_QUERY
+_HEARTBEAT_EXECUTE = text(
+    "SET LOCAL synchronous_commit TO OFF; "
+    f"EXECUTE agent_heartbeats({', '.join(_HEARTBEAT_ARGUMENTS)})"
+)
+_HEARTBEAT_PLAIN = text(
+    "SET LOCAL synchronous_commit TO OFF;"
+    + _HEARTBEAT_QUERY.replace("$1", _HEARTBEAT_ARGUMENTS[0])
+    .replace("$2", _HEARTBEAT_ARGUMENTS[1])
+    .replace("$3", _HEARTBEAT_ARGUMENTS[2])
 )
 
 
@@ -263,11 +277,14 @@ def heartbeat_many(db: Session, loads: Iterable[tuple[uuid.UUID, int]]) -> dict[
     unknown id is left out. Given twice, an agent takes its last load."""
     loads = list(loads)
     connection = db.connection()
-    if "agent_heartbeats" not in connection.info:  # once per database connection
-        connection.exec_driver_sql(_HEARTBEAT_PREPARE)
-        connection.info["agent_heartbeats"] = True
+    statement = _HEARTBEAT_PLAIN
+    if keeps_session_state(connection):
+        statement = _HEARTBEAT_EXECUTE
+        if "agent_heartbeats" not in connection.info:  # once per database connection
+            connection.exec_driver_sql(_HEARTBEAT_PREPARE)
+            connection.info["agent_heartbeats"] = True
     rows = connection.execute(
-        _HEARTBEAT_SQL,
+        statement,
         {
             "ids": [str(agent_id) for agent_id, _ in loads],
             "loads": [load for _, load in loads],

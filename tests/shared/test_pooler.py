@@ -1,0 +1,165 @@
+"""Behind PgBouncer in transaction mode: no session state outlives a transaction.
+
+A pgbouncer of this test's own (tests/support/pgbouncer.py) with two server connections
+stands in front of the test database; the test steers which server connection each
+transaction gets, so a statement prepared in one transaction is looked for on the other.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from shared.config import ConfigError, Settings
+from shared.db import WEB_POOL, WORKER_POOL, Database, keeps_session_state
+from shared.enums import AgentType, Capability
+from shared.services import agents
+from tests.support.pgbouncer import direct_server_url, running_pgbouncer
+
+
+@pytest.fixture
+def direct_url(settings) -> str:
+    """The test database on PostgreSQL itself (in `make test-pgbouncer` too)."""
+    database = make_url(settings.database_url).database
+    url = make_url(direct_server_url()).set(database=database)
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def agent_id(database):
+    with database.transaction() as db:
+        agent = agents.register(
+            db, name="pooled", type=AgentType.BACKEND, capabilities=[Capability.DEBUGGING]
+        )
+    return agent.id
+
+
+def _server_of(session) -> int:
+    """The PostgreSQL backend this session's open transaction runs on."""
+    return session.scalar(text("SELECT pg_backend_pid()"))
+
+
+def _heartbeat(session, agent_id, load: int) -> int:
+    """A heartbeat in a transaction of its own; the backend it ran on."""
+    server = _server_of(session)
+    assert agents.heartbeat(session, agent_id=agent_id, current_load=load)["current_load"] == load
+    session.commit()
+    return server
+
+
+def _heartbeat_twice_on_two_servers(database: Database, agent_id) -> tuple[int, int]:
+    """A heartbeat, then one more on the same client connection but the other server
+    connection (the pooler has two): another transaction holds the first meanwhile."""
+    with database.engine.connect() as connection:
+        beating = database.sessionmaker(bind=connection)
+        first = _heartbeat(beating, agent_id, 1)
+        holder, spare = database.session(), database.session()
+        try:
+            if _server_of(holder) != first:  # it took the other: take the first with spare
+                assert _server_of(spare) == first
+                holder.commit()
+            second = _heartbeat(beating, agent_id, 2)
+        finally:
+            holder.close()
+            spare.close()
+            beating.close()
+    return first, second
+
+
+def test_behind_pgbouncer_the_heartbeat_is_not_prepared_and_works_on_any_server(
+    settings, direct_url, agent_id
+):
+    with running_pgbouncer(direct_url, pool_size=2) as bouncer:
+        pooled = Database(settings.with_overrides(database_url=bouncer.url()))
+        try:
+            with pooled.engine.connect() as connection:
+                assert not keeps_session_state(connection)  # auto: found the pooler
+            first, second = _heartbeat_twice_on_two_servers(pooled, agent_id)
+            assert first != second
+            with pooled.session() as session:
+                prepared = session.scalar(text("SELECT count(*) FROM pg_prepared_statements"))
+            assert prepared == 0
+        finally:
+            pooled.dispose()
+
+
+def test_a_statement_prepared_behind_pgbouncer_is_missing_on_the_next_server(
+    settings, direct_url, agent_id
+):
+    """Why the setting exists: told that it may keep prepared statements, the process
+    fails as soon as a transaction lands on another server connection."""
+    with running_pgbouncer(direct_url, pool_size=2) as bouncer:
+        forced = settings.with_overrides(
+            database_url=bouncer.url(), database_prepared_statements="true"
+        )
+        pooled = Database(forced)
+        try:
+            with pytest.raises(
+                DBAPIError, match="prepared statement .agent_heartbeats. does not exist"
+            ):
+                _heartbeat_twice_on_two_servers(pooled, agent_id)
+        finally:
+            pooled.dispose()
+
+
+@pytest.mark.parametrize(
+    ("setting", "prepared"), [("auto", True), ("true", True), ("false", False)]
+)
+def test_a_direct_connection_prepares_the_heartbeat_unless_told_not_to(
+    settings, direct_url, agent_id, setting, prepared
+):
+    direct = Database(
+        settings.with_overrides(database_url=direct_url, database_prepared_statements=setting)
+    )
+    try:
+        with direct.session() as session:
+            assert keeps_session_state(session.connection()) is prepared
+            _heartbeat(session, agent_id, 3)
+            names = session.scalars(text("SELECT name FROM pg_prepared_statements")).all()
+        assert names == (["agent_heartbeats"] if prepared else [])
+    finally:
+        direct.dispose()
+
+
+def test_pool_sizes_are_settings_with_a_default_per_process_kind(settings):
+    def pool_of(database: Database) -> tuple[int, int]:
+        try:
+            return database.engine.pool.size(), database.engine.pool._max_overflow
+        finally:
+            database.dispose()
+
+    assert pool_of(Database(settings)) == (WEB_POOL.size, WEB_POOL.overflow) == (10, 20)
+    assert pool_of(Database(settings, pool=WORKER_POOL)) == (5, 20)
+    sized = settings.with_overrides(db_pool_size=3, db_max_overflow=0)
+    assert pool_of(Database(sized)) == (3, 0)
+    assert pool_of(Database(sized, pool=WORKER_POOL)) == (3, 0)
+
+    from_env = Settings.from_env({"DB_POOL_SIZE": "4", "DB_MAX_OVERFLOW": "2"})
+    assert (from_env.db_pool_size, from_env.db_max_overflow) == (4, 2)
+
+
+def test_the_worker_uses_the_worker_pool(settings):
+    from orchestrator_worker import runtime
+
+    runtime.configure(settings.with_overrides(db_max_overflow=1))
+    try:
+        pool = runtime.database().engine.pool
+        assert (pool.size(), pool._max_overflow) == (WORKER_POOL.size, 1)
+    finally:
+        runtime.configure(settings)  # as the session's worker (tests/conftest.py) has it
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DB_POOL_SIZE", "0"),  # SQLAlchemy would read 0 as no limit at all
+        ("DB_MAX_OVERFLOW", "-1"),  # ... and -1 as no limit on the overflow
+        ("DATABASE_PREPARED_STATEMENTS", "sometimes"),
+    ],
+)
+def test_bad_pool_settings_name_the_variable(name, value):
+    with pytest.raises(ConfigError) as excinfo:
+        Settings.from_env({name: value})
+    assert str(excinfo.value).startswith(name)
