@@ -115,6 +115,7 @@ def start_background(app: Flask) -> None:
     """In each web process (gunicorn's post_worker_init): the relay that publishes
     committed events, and the hub that fans them out to this process's sockets."""
     from orchestrator_api.ws_hub import Hub
+    from shared import notify
     from shared.metrics import EVENTS_PUBLISHED
     from shared.relay import RelayThread
 
@@ -124,6 +125,7 @@ def start_background(app: Flask) -> None:
             ext.database,
             ext.redis,
             retention=ext.settings.event_retention,
+            listener=notify.listener(notify.listen_url(ext.settings)),
             on_published=EVENTS_PUBLISHED.inc,
         )
         ext.relay.start()

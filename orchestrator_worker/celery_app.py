@@ -17,8 +17,13 @@ settings = load_settings_or_exit()
 # Before the jobs module (and prometheus_client with it) is imported.
 observability.prepare(settings)
 observability.install(settings)
-# How often beat runs the sweeps; reconciliation runs at a third of that pace.
+# How often beat runs the sweeps (the webhook delivery sweep too); reconciliation runs at
+# a third of that pace.
 SWEEP_INTERVAL = float(settings.sweep_interval_seconds)
+# The web processes' relays publish when PostgreSQL notifies them; beat's publish_events
+# is the net for a stack where no web process runs (the gateway's sockets and the webhooks
+# still get their events), and prunes the outbox.
+PUBLISH_EVENTS_INTERVAL = 10.0
 
 
 def beat_schedule_file() -> str:
@@ -61,9 +66,12 @@ app.conf.update(
         "expire-heartbeats": {"task": job_names.EXPIRE_HEARTBEATS, "schedule": SWEEP_INTERVAL},
         "time-out-tasks": {"task": job_names.TIME_OUT_TASKS, "schedule": SWEEP_INTERVAL},
         "reconcile": {"task": job_names.RECONCILE, "schedule": 3 * SWEEP_INTERVAL},
-        "publish-events": {"task": job_names.PUBLISH_EVENTS, "schedule": 1.0},
+        "publish-events": {"task": job_names.PUBLISH_EVENTS, "schedule": PUBLISH_EVENTS_INTERVAL},
         "prune-task-logs": {"task": job_names.PRUNE_TASK_LOGS, "schedule": 60.0},
-        "sweep-webhook-deliveries": {"task": job_names.SWEEP_WEBHOOK_DELIVERIES, "schedule": 1.0},
+        "sweep-webhook-deliveries": {
+            "task": job_names.SWEEP_WEBHOOK_DELIVERIES,
+            "schedule": SWEEP_INTERVAL,
+        },
     },
 )
 

@@ -7,8 +7,9 @@ Redis is away, the events are still in PostgreSQL with their ids: readers notice
 (ids are gapless) and read the missing events from the database, so nothing is lost and
 nothing is delivered twice.
 
-Every web process runs a relay thread that polls for unpublished rows; a beat job runs
-the same `publish_once` as a safety net.
+Every web process runs a relay thread, woken by PostgreSQL's NOTIFY when events are
+committed (shared/notify.py) and looking once a second besides; a beat job runs the same
+`publish_once` now and then as a safety net for a stack without a running web process.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterator
 import redis as redis_lib
 from sqlalchemy import text
 
-from shared import job_names
+from shared import job_names, notify
 from shared.db import Database
 from shared.events import message
 from shared.services import webhook_deliveries
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 STREAM_KEY = "orchestrator:events"
 LOCK_KEY = 0x0E7E_0001
 BATCH = 1000
+# How often a relay looks for unpublished events without being notified (a NOTIFY lost
+# with the listening connection, or events inserted with triggers disabled).
+SAFETY_POLL_SECONDS = 1.0
 
 _CLAIM_SQL = text(
     """
@@ -58,35 +62,44 @@ _SINCE_SQL = text(
 _ANY_UNPUBLISHED_SQL = text(
     "SELECT EXISTS (SELECT 1 FROM outbox_events WHERE published_at IS NULL)"
 )
+_TAKE_TURN_SQL = text("SELECT pg_try_advisory_xact_lock(:k)")
+_TELL_HUBS_SQL = text("SELECT pg_notify(:channel, CAST(:seq AS text))")
 
 
 def publish_once(database: Database, redis: redis_lib.Redis, *, retention: int) -> int:
     """Publish what is unpublished; returns how many events. 0 if another relay is busy."""
-    with database.engine.connect() as connection:
-        # Every web process polls 50 times a second: when there is nothing to publish
-        # (a partial index answers), take no lock and commit nothing.
-        if not connection.scalar(_ANY_UNPUBLISHED_SQL):
+    # Woken by a NOTIFY or by the safety poll: when there is nothing to publish (a
+    # partial index answers), one statement in autocommit, no transaction, no lock.
+    with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as probe:
+        if not probe.scalar(_ANY_UNPUBLISHED_SQL):
             return 0
-        if not connection.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}):
-            connection.rollback()
+    with database.engine.connect() as turn:
+        # One relay at a time, from its claim until its XADD is done (ids must reach the
+        # stream in order): a lock of `turn`'s transaction, rolled back at the end. No
+        # session state, so a pooler in transaction mode (PgBouncer) may stand between.
+        if not turn.scalar(_TAKE_TURN_SQL, {"k": LOCK_KEY}):
+            turn.rollback()
             return 0
-        connection.commit()
         try:
-            rows = connection.execute(_CLAIM_SQL, {"batch": BATCH}).all()
-            deliveries = []
-            if rows:
-                # in the transaction that numbers the events: a committed event always
-                # has its webhook deliveries (shared/services/webhook_deliveries.py)
-                seqs = [row.seq for row in rows]
-                deliveries = webhook_deliveries.fan_out(
-                    connection, first_seq=min(seqs), last_seq=max(seqs)
-                )
-            connection.commit()
+            with database.engine.connect() as connection:
+                rows = connection.execute(_CLAIM_SQL, {"batch": BATCH}).all()
+                deliveries = []
+                if rows:
+                    # in the transaction that numbers the events: a committed event always
+                    # has its webhook deliveries (shared/services/webhook_deliveries.py)
+                    seqs = [row.seq for row in rows]
+                    deliveries = webhook_deliveries.fan_out(
+                        connection, first_seq=min(seqs), last_seq=max(seqs)
+                    )
+                    # delivered at the commit: hubs learn the newest id without asking
+                    connection.execute(
+                        _TELL_HUBS_SQL, {"channel": notify.PUBLISHED_CHANNEL, "seq": max(seqs)}
+                    )
+                connection.commit()
             if rows:
                 _add_to_stream(redis, rows, retention=retention)
         finally:
-            connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
-            connection.commit()
+            turn.rollback()
     if deliveries:  # after the lock: the next events need not wait for these sends
         _send_deliveries(database, deliveries)
     return len(rows)
@@ -177,8 +190,10 @@ def prune(database: Database, *, retention: int) -> int:
 
 
 class RelayThread(threading.Thread):
-    """Polls for unpublished events and publishes them (one per web process);
-    `on_published(n)` is told each batch (the web process counts them for /metrics)."""
+    """Publishes unpublished events (one per web process): woken by the outbox's NOTIFY
+    (shared/notify.py, when `listener` is given), and every `safety_interval` seconds in
+    case a notification was lost; `on_published(n)` is told each batch (the web process
+    counts them for /metrics)."""
 
     def __init__(
         self,
@@ -186,20 +201,26 @@ class RelayThread(threading.Thread):
         redis: redis_lib.Redis,
         *,
         retention: int,
-        interval: float = 0.02,
+        listener: notify.Listener | None = None,
+        safety_interval: float = SAFETY_POLL_SECONDS,
         on_published: Callable[[int], object] | None = None,
     ) -> None:
         super().__init__(name="outbox-relay", daemon=True)
         self.database = database
         self.redis = redis
         self.retention = retention
-        self.interval = interval
+        self.safety_interval = safety_interval
         self.on_published = on_published
         self.stopped = threading.Event()
+        self.woken = threading.Event()
+        if listener is not None:
+            listener.subscribe(notify.OUTBOX_CHANNEL, lambda _payload: self.woken.set())
 
     def run(self) -> None:
         published_since_prune = 0
         while not self.stopped.is_set():
+            # cleared before publishing: events committed meanwhile wake the next round
+            self.woken.clear()
             try:
                 published = publish_once(self.database, self.redis, retention=self.retention)
                 if published and self.on_published is not None:
@@ -213,7 +234,8 @@ class RelayThread(threading.Thread):
                 published = 0
                 self.stopped.wait(1.0)
             if published < BATCH:
-                self.stopped.wait(self.interval)
+                self.woken.wait(self.safety_interval)
 
     def stop(self) -> None:
         self.stopped.set()
+        self.woken.set()

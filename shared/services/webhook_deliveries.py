@@ -343,8 +343,8 @@ _PRUNE_SQL = text(
 )
 
 
-def prune(db: Session, *, limit: int = 1000) -> int:
+def prune(db: Session, *, limit: int = 5000) -> int:
     """Forget finished deliveries older than WEBHOOK_DELIVERY_RETENTION_SECONDS, at most
-    `limit` (the sweep runs every second)."""
+    `limit` (the sweep runs every SWEEP_INTERVAL_SECONDS, 5 by default: 1,000 a second)."""
     keep = settings_of(db).webhook_delivery_retention_seconds
     return db.execute(_PRUNE_SQL, {"keep": keep, "limit": limit}).rowcount
