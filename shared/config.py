@@ -110,6 +110,10 @@ def _origins(raw: str) -> str:
 @dataclass(frozen=True)
 class Settings:
     database_url: str = "postgresql://localhost/orchestrator"
+    # The one connection per process that LISTENs for the event path's notifications
+    # (shared/notify.py) keeps session state, so it goes to PostgreSQL directly, past any
+    # pooler in transaction mode; empty: DATABASE_URL.
+    database_listen_url: str = ""
     # The heartbeat statement is PREPAREd once per connection unless a pooler in
     # transaction mode (PgBouncer) stands in between: auto finds out per connection.
     database_prepared_statements: str = "auto"
@@ -250,6 +254,7 @@ class Settings:
 
 PARSERS: dict[str, Callable[[str], Any]] = {
     "database_url": _url("postgresql", "postgres"),
+    "database_listen_url": _url("postgresql", "postgres"),
     "database_prepared_statements": _one_of("auto", "true", "false"),
     "db_pool_size": _int_between(1, 10_000),
     "db_max_overflow": _int_between(0, 10_000),

@@ -167,7 +167,7 @@ def listen_url(settings) -> str:
     """A libpq URL for the direct connection that LISTENs."""
     from sqlalchemy.engine import make_url
 
-    url = getattr(settings, "database_listen_url", "") or settings.database_url
+    url = settings.database_listen_url or settings.database_url
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://") :]
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)

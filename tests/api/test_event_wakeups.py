@@ -151,3 +151,14 @@ def test_an_idle_hub_fills_a_lost_xadd_from_postgresql_when_notified(web_process
     # the hub's XREAD waits one second, then PostgreSQL: not the 30 s safety poll
     assert took < 5.0, took
     ext.hub.unsubscribe(subscription)
+
+
+def test_the_listening_connection_goes_where_database_listen_url_says():
+    from shared.config import Settings
+
+    pooled = "postgresql+psycopg2://app:secret@pgbouncer:6432/orchestrator"
+    direct = "postgres://app:secret@db:5432/orchestrator"
+    env = {"DATABASE_URL": pooled, "DATABASE_LISTEN_URL": direct}
+    assert notify.listen_url(Settings.from_env(env)) == direct.replace("postgres:", "postgresql:")
+    unset = Settings.from_env({"DATABASE_URL": pooled})
+    assert notify.listen_url(unset) == "postgresql://app:secret@pgbouncer:6432/orchestrator"
