@@ -12,7 +12,12 @@ limiter (a Redis INCR), the token check and the error body. It is the ceiling of
 /api/v1 route on this stack, and is printed beside the others (its 404s are expected).
 
 The headline uses the gunicorn setting in effect (gunicorn.conf.py, which reads
-WEB_CONCURRENCY and WEB_THREADS); the settings of BENCH_WEB_SWEEP follow for comparison.
+WEB_CONCURRENCY and WEB_THREADS) with the heartbeat statement prepared once per database
+connection. The same setting follows with the statement sent whole each time
+(DATABASE_PREPARED_STATEMENTS=false, what a process does behind a pooler), and then
+through a PgBouncer in transaction mode (tests/support/pgbouncer.py: at most 10 server
+connections; the web process finds the pooler and does not prepare); then the settings
+of BENCH_WEB_SWEEP, prepared, for comparison.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -35,7 +41,9 @@ import requests
 
 from bench.common import Result, benchmark_database
 from bench.stack import web_server
+from shared.config import Settings
 from shared.enums import AgentType, Capability
+from tests.support.pgbouncer import running_pgbouncer
 
 AGENTS = 200
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
@@ -44,6 +52,9 @@ WARMUP_SECONDS = 2
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 # Other gunicorn settings tried after the headline, as WORKERSxTHREADS.
 SWEEP = os.environ.get("BENCH_WEB_SWEEP", "1x16,2x8,3x8,4x4")
+# How the heartbeat statement reaches PostgreSQL, after the headline (prepared): sent
+# whole on a direct connection, and through PgBouncer (empty: neither).
+STATEMENTS = os.environ.get("BENCH_HEARTBEAT_STATEMENTS", "plain,pgbouncer")
 GOAL_RATIO = 0.6
 WRK_SCRIPT = Path(__file__).with_name("requests.lua")
 
@@ -73,6 +84,7 @@ class Comparison:
     """The best round of each load on one gunicorn setting, and the failures of all."""
 
     web: str
+    statement: str  # prepared, plain or pgbouncer
     health: Load
     api_floor: Load
     heartbeat: Load
@@ -90,13 +102,16 @@ def run() -> list[Result]:
         f"  load: {'wrk' if use_wrk else 'Python'}, {CONNECTIONS} connections, "
         f"{ROUNDS} rounds of {SECONDS} s each for /health and heartbeat"
     )
-    settings_to_try = [None, *(tuple(map(int, s.split("x"))) for s in SWEEP.split(",") if s)]
+    sweep = [tuple(map(int, s.split("x"))) for s in SWEEP.split(",") if s]
+    statements = [s.strip() for s in STATEMENTS.split(",") if s.strip()]
+    runs = [(None, "prepared"), *((None, s) for s in statements)]
+    runs += [(web_setting, "prepared") for web_setting in sweep]
     comparisons: list[Comparison] = []
     with benchmark_database("heartbeat") as settings, tempfile.TemporaryDirectory() as tmp:
         health_file = write_requests(Path(tmp, "health"), [("GET", "/health", "", "")])
         heartbeat_file, api_floor_file = Path(tmp, "heartbeat"), Path(tmp, "api-floor")
-        for web_setting in settings_to_try:
-            with web_server(settings, web_setting) as server:
+        for web_setting, statement in runs:
+            with serving(settings, web_setting, statement) as server:
                 base_url, label = server.url, server.label
                 if not heartbeat_file.exists():
                     agents = register_agents(base_url)
@@ -114,15 +129,24 @@ def run() -> list[Result]:
             healths, api_floors, heartbeats = zip(*rounds, strict=True)
             failed = sum(load.non_2xx + load.errors for load in healths + heartbeats)
             comparison = Comparison(
-                label, fastest(healths), fastest(api_floors), fastest(heartbeats), failed
+                label,
+                statement,
+                fastest(healths),
+                fastest(api_floors),
+                fastest(heartbeats),
+                failed,
             )
             comparisons.append(comparison)
-            print(f"  web {label}, best rounds:\n    /health   {comparison.health.describe()}")
+            print(
+                f"  web {label}, heartbeat statement {statement}, best rounds:\n"
+                f"    /health   {comparison.health.describe()}"
+            )
             print(f"    /api/v1 floor (404) {comparison.api_floor.describe()}")
             print(f"    heartbeat {comparison.heartbeat.describe()}")
     print_sweep(comparisons)
     headline = comparisons[0]
     return [
+        *(statement_result(headline, c) for c in comparisons[1 : 1 + len(statements)]),
         Result(
             benchmark=f"heartbeat (web {headline.web})",
             measured=f"{headline.heartbeat.per_second:,.0f} heartbeats/s, "
@@ -132,8 +156,38 @@ def run() -> list[Result]:
             goal=f"heartbeat/health >= {GOAL_RATIO}: {headline.ratio:.2f}; "
             f"non-2xx + socket errors = 0: {headline.failed_requests}",
             met=headline.ratio >= GOAL_RATIO and headline.failed_requests == 0,
-        )
+        ),
     ]
+
+
+@contextmanager
+def serving(settings: Settings, web_setting, statement: str):
+    """The web server, its heartbeat statement prepared, plain, or behind PgBouncer."""
+    if statement == "pgbouncer":
+        with running_pgbouncer(settings.database_url) as bouncer:
+            pooled = settings.with_overrides(database_url=bouncer.url())
+            with web_server(pooled, web_setting) as server:
+                yield server
+    else:
+        prepared = "true" if statement == "prepared" else "false"
+        with web_server(settings, web_setting, DATABASE_PREPARED_STATEMENTS=prepared) as server:
+            yield server
+
+
+def statement_result(headline: Comparison, other: Comparison) -> Result:
+    """The heartbeat statement sent another way, against the headline's prepared one."""
+    share = other.heartbeat.per_second / headline.heartbeat.per_second
+    return Result(
+        benchmark=f"heartbeat, statement {other.statement} (web {other.web})",
+        measured=f"{other.heartbeat.per_second:,.0f} heartbeats/s "
+        f"({share:.0%} of prepared), p50 {other.heartbeat.p50_ms:.1f} ms, "
+        f"p99 {other.heartbeat.p99_ms:.1f} ms",
+        floor=f"/health {other.health.per_second:,.0f} req/s; prepared "
+        f"{headline.heartbeat.per_second:,.0f} heartbeats/s",
+        goal=f"heartbeat/health >= {GOAL_RATIO}: {other.ratio:.2f}; "
+        f"non-2xx + socket errors = 0: {other.failed_requests}",
+        met=other.ratio >= GOAL_RATIO and other.failed_requests == 0,
+    )
 
 
 def fastest(loads: tuple[Load, ...]) -> Load:
@@ -142,18 +196,20 @@ def fastest(loads: tuple[Load, ...]) -> Load:
 
 def print_sweep(comparisons: list[Comparison]) -> None:
     print(
-        "\n| web (workers x threads) | /health req/s | /api/v1 404 req/s | heartbeats/s "
-        "| ratio | heartbeat p50 / p99 ms | failed requests |\n|---|--:|--:|--:|--:|--:|--:|"
+        "\n| web (workers x threads) | statement | /health req/s | /api/v1 404 req/s "
+        "| heartbeats/s | ratio | heartbeat p50 / p99 ms | failed requests |"
+        "\n|---|---|--:|--:|--:|--:|--:|--:|"
     )
     for c in comparisons:
         print(
-            f"| {c.web} | {c.health.per_second:,.0f} | {c.api_floor.per_second:,.0f} "
+            f"| {c.web} | {c.statement} | {c.health.per_second:,.0f} "
+            f"| {c.api_floor.per_second:,.0f} "
             f"| {c.heartbeat.per_second:,.0f} "
             f"| {c.ratio:.2f} | {c.heartbeat.p50_ms:.0f} / {c.heartbeat.p99_ms:.0f} "
             f"| {c.failed_requests} |"
         )
     best = max(comparisons, key=lambda c: c.heartbeat.per_second)
-    print(f"\n  most heartbeats/s: web {best.web}")
+    print(f"\n  most heartbeats/s: web {best.web}, statement {best.statement}")
 
 
 # --- the requests -----------------------------------------------------------------------

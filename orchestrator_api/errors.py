@@ -11,6 +11,7 @@ from apispec import BasePlugin
 from flask import Flask, Response, g, jsonify, request
 from psycopg2 import errors as pg_errors
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from shared.errors import OrchestratorError
@@ -136,6 +137,18 @@ def handle_database_error(exc: DBAPIError) -> Response:
     return handle_unexpected(exc)
 
 
+def handle_pool_exhausted(exc: PoolTimeout) -> Response:
+    """Every connection of this process's pool (DB_POOL_SIZE + DB_MAX_OVERFLOW) stayed
+    busy for the pool's whole wait: the database is there, this process is saturated."""
+    log.error("no database connection free in time: %s", exc)
+    return error_response(
+        503,
+        "SERVICE_UNAVAILABLE",
+        "Every database connection of this server is busy; retry",
+        headers={"Retry-After": "1"},
+    )
+
+
 def handle_unexpected(exc: Exception) -> Response:
     log.error(
         "unhandled error on %s %s (request %s)",
@@ -151,4 +164,5 @@ def register(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(OrchestratorError, handle_domain_error)
     app.register_error_handler(DBAPIError, handle_database_error)
+    app.register_error_handler(PoolTimeout, handle_pool_exhausted)
     app.register_error_handler(Exception, handle_unexpected)

@@ -15,7 +15,9 @@ from sqlalchemy.exc import DBAPIError
 from shared.config import ConfigError, Settings
 from shared.db import WEB_POOL, WORKER_POOL, Database, keeps_session_state
 from shared.enums import AgentType, Capability
+from shared.models import WorkSession
 from shared.services import agents
+from tests.api.helpers import assert_error
 from tests.support.pgbouncer import direct_server_url, running_pgbouncer
 
 
@@ -163,3 +165,23 @@ def test_bad_pool_settings_name_the_variable(name, value):
     with pytest.raises(ConfigError) as excinfo:
         Settings.from_env({name: value})
     assert str(excinfo.value).startswith(name)
+
+
+def test_a_request_that_finds_no_free_connection_gets_503_and_is_not_done(app, settings, db):
+    """A pool sized too small for the load (DB_POOL_SIZE, DB_MAX_OVERFLOW) makes a
+    request wait for a connection; when none comes in time: 503 with Retry-After."""
+    ext = app.extensions["orchestrator"]
+    shared_database = ext.database
+    small = Database(settings.with_overrides(db_pool_size=1, db_max_overflow=0), pool_timeout=0.2)
+    ext.database = small
+    try:
+        with small.engine.connect():  # the pool's only connection, busy
+            response = app.test_client().post("/api/v1/sessions", json={"title": "waits"})
+        error = assert_error(response, 503, "SERVICE_UNAVAILABLE")
+        assert "busy" in error["message"]
+        assert response.headers["Retry-After"] == "1"
+        assert app.test_client().get("/api/v1/sessions").status_code == 200  # free again
+    finally:
+        ext.database = shared_database
+        small.dispose()
+    assert db.query(WorkSession).count() == 0

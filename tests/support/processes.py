@@ -31,8 +31,11 @@ def procfile() -> dict[str, str]:
 
 
 def free_port() -> int:
+    """A port free on every address: gunicorn binds 0.0.0.0, which a port that is free on
+    127.0.0.1 alone does not ensure (a client socket on another loopback address may
+    hold it: bench/gateway.py's clients use 100 of them)."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("0.0.0.0", 0))
         return sock.getsockname()[1]
 
 
