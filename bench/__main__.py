@@ -11,6 +11,7 @@ import sys
 import traceback
 
 from bench import (
+    agent_latency,
     assignment,
     dispatch,
     engine_throughput,
@@ -31,6 +32,7 @@ BENCHMARKS = {
     "heartbeat": heartbeat.run,
     "assignment": assignment.run,
     "dispatch": dispatch.run,
+    "agent_latency": agent_latency.run,
     "engine_throughput": engine_throughput.run,
     "expiry": expiry.run,
     "websocket": websocket.run,
