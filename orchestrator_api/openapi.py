@@ -40,13 +40,17 @@ live stream, in order, without duplicates.
 | `agent.heartbeat` | `agent_id`, `status`, `current_load`, `active_tasks` (on a change of \
 status or load, else at most once per HEARTBEAT_EVENT_INTERVAL_SECONDS) |
 | `agent.deregistered` | `agent_id`, `status`, `current_load` |
+| `webhook.disabled` | `webhook_id`, `url`, `consecutive_failures`, `reason`: a webhook \
+disabled after its failures in a row (delivered to webhooks, on no stream) |
+| `webhook.test` | `webhook_id`: from POST /webhooks/{id}/test, to that webhook only |
 | `system.health` | `status`, `database`, `redis`, `workers`, `counts` |
 | `events.dropped` | `last_event_id`, `oldest_available_id`, `message` (resumed too late) |
 
 Every event but `system.health` also carries `pool` (its session's, or its agent's).
 Clients may send `ping` (answered `{"type": "pong"}`). Close codes: 1001 server shutting
 down (reconnect with your last id), 1008 no answer to pings, 1013 the client did not keep
-up (reconnect with your last id), 4400 malformed id, 4404 no such session or agent.
+up (reconnect with your last id), 4400 malformed id, 4403 a pool the token may not read,
+4404 no such session or agent.
 The full contract: docs/API.md in the repository.
 """
 
