@@ -75,7 +75,7 @@ test-rabbitmq: venv services
 # and dropped on PostgreSQL itself (TEST_POSTGRES_ADMIN_URL).
 PGBOUNCER_TESTS ?= tests/api/test_agents.py tests/api/test_tasks.py tests/api/test_sessions.py \
 	tests/api/test_idempotency.py tests/worker/test_engine.py tests/api/test_ws_heartbeat.py \
-	tests/test_processes.py tests/shared/test_pooler.py
+	tests/api/test_event_wakeups.py tests/test_processes.py tests/shared/test_pooler.py
 test-pgbouncer: venv services pgbouncer
 	$(BIN)/python -m tests.support.pgbouncer $(BIN)/pytest $(PGBOUNCER_TESTS) $(PYTEST_ARGS)
 

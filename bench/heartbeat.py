@@ -165,7 +165,9 @@ def serving(settings: Settings, web_setting, statement: str):
     """The web server, its heartbeat statement prepared, plain, or behind PgBouncer."""
     if statement == "pgbouncer":
         with running_pgbouncer(settings.database_url) as bouncer:
-            pooled = settings.with_overrides(database_url=bouncer.url())
+            pooled = settings.with_overrides(
+                database_url=bouncer.url(), database_listen_url=settings.database_url
+            )
             with web_server(pooled, web_setting) as server:
                 yield server
     else:

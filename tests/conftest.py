@@ -39,8 +39,10 @@ def settings() -> Settings:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
         url = make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False)
+        direct = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
         test_settings = Settings(
             database_url=url,
+            database_listen_url=direct,  # LISTEN keeps session state: past any pooler
             redis_url=redis_url,
             log_level="WARNING",
             rate_limit=UNLIMITED_RATE,  # tests/api/test_rate_limits.py tests the limit

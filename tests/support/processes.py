@@ -45,6 +45,7 @@ def start(name: str, settings, *, extra_args: str = "", **extra_env) -> subproce
         **os.environ,
         "PATH": f"{BIN}:{os.environ['PATH']}",
         "DATABASE_URL": settings.database_url,
+        "DATABASE_LISTEN_URL": settings.database_listen_url,
         "REDIS_URL": settings.redis_url,
         "CELERY_BROKER_URL": settings.celery_broker_url,
         "LOG_LEVEL": "WARNING",
