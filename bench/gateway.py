@@ -5,8 +5,12 @@ whose relay publishes the events; in production the web processes do). The clien
 asyncio processes (bench/gateway_clients.py, CLIENT_PROCESSES of them), each socket bound
 to one of 100 loopback source addresses. Events are inserted straight into `outbox_events`
 at a steady rate, one row a transaction, so a row's `created_at` (the event's `timestamp`)
-is its commit time; the relay and the gateway's hub carry them to the sockets as in
-production. Latency is client receipt - that timestamp (one clock).
+is its commit time, and published to the Redis stream right after its commit by the
+benchmark itself (`relay.publish_once`, as a relay woken by the commit would; the web
+process's relay runs too, and takes its turn when it finds something); the gateway's hub
+carries them to the sockets as in production. Latency is client receipt - that timestamp
+(one clock): the gateway's, not the relay's wake-up (bench/websocket.py measures the path
+with the web's relay).
 
 (a) agents: CLIENTS agents (rows inserted at once), each client on its own
     `/ws/agents/{id}`; `task.assigned` events at 200/s, each naming one agent (round
@@ -33,29 +37,37 @@ import statistics
 import time
 import uuid
 from array import array
+from collections import Counter
 from urllib.parse import urlsplit
 
+import redis as redis_lib
 from sqlalchemy import create_engine, text
 
 from bench import gateway_clients
 from bench.common import Result, benchmark_database, paced
 from bench.stack import UNLIMITED_RATE, cpu_seconds, procfile_process, rss_bytes, web_server
 from bench.websocket import redis_floor
+from shared import relay
 from shared.db import Database
 from shared.enums import AgentType
 from shared.models import Agent
-from tests.support.processes import free_port
+from tests.support.processes import free_port, output
 
 REDIS_DB = 12
 CLIENTS = int(os.environ.get("BENCH_GATEWAY_CLIENTS", "10000"))
 CLIENT_PROCESSES = int(os.environ.get("BENCH_GATEWAY_CLIENT_PROCESSES", "3"))
 SECONDS = int(os.environ.get("BENCH_GATEWAY_SECONDS", "10"))
-AGENT_RATE = 200
-SESSION_RATE = 10
+PARTS = os.environ.get("BENCH_GATEWAY_PARTS", "ab")  # "a", "b" or both
+GATEWAY_CONCURRENCY = int(os.environ.get("BENCH_GATEWAY_CONCURRENCY", "1"))
+AGENT_RATE = int(os.environ.get("BENCH_GATEWAY_AGENT_RATE", "200"))
+SESSION_RATE = int(os.environ.get("BENCH_GATEWAY_SESSION_RATE", "10"))
 IDLE_SECONDS = 20
 SETTLE_SECONDS = 3
 SOURCES = [f"127.0.0.{n}" for n in range(2, 102)]
-HEARTBEAT_AGENTS = 64
+# As many agents each way, each heartbeating again as soon as it is answered: enough that
+# both ways are at their capacity (HTTP: the worker's threads and CPU; the stream: one
+# transaction a batch), not at one round trip's latency.
+HEARTBEAT_AGENTS = 600
 HEARTBEAT_SECONDS = 5
 HEARTBEAT_ROUNDS = 2
 GOAL_AGENTS_P99_MS = 100
@@ -75,10 +87,12 @@ def run() -> list[Result]:
         floor = redis_floor(settings.redis_url)
         print(f"  floor (Redis XADD -> XREAD BLOCK): p50 {floor[0]:.2f} ms, p99 {floor[1]:.2f} ms")
         agent_ids = insert_agents(settings, CLIENTS)
+        PUBLISHER.database = Database(settings)
+        PUBLISHER.redis = redis_lib.Redis.from_url(settings.redis_url)
         engine = create_engine(settings.sqlalchemy_url, isolation_level="AUTOCOMMIT")
         env = {
             "WEB_CONCURRENCY": "1",
-            "GATEWAY_CONCURRENCY": "1",
+            "GATEWAY_CONCURRENCY": str(GATEWAY_CONCURRENCY),
             "GATEWAY_MAX_CONNECTIONS": str(CLIENTS + 1000),
             "WS_MAX_CONNECTIONS_PER_CLIENT": str(CLIENTS // len(SOURCES) + 100),
             "RATE_LIMIT": UNLIMITED_RATE,
@@ -86,13 +100,24 @@ def run() -> list[Result]:
         try:
             with web_server(settings, **env) as web:
                 # a fresh gateway for each: memory freed by the first clients would be reused
-                with gateway_server(settings, **env) as gateway:
-                    agents = measure_agents(engine, web, gateway, agent_ids)
-                with gateway_server(settings, **env) as gateway:
-                    sessions = measure_sessions(engine, gateway)
+                if "a" in PARTS:
+                    with gateway_server(settings, **env) as gateway:
+                        agents = measure_agents(engine, web, gateway, agent_ids)
+                if "b" in PARTS:
+                    with gateway_server(settings, **env) as gateway:
+                        sessions = measure_sessions(engine, gateway)
         finally:
             engine.dispose()
+            PUBLISHER.database.engine.dispose()
+            PUBLISHER.redis.close()
+    if PARTS != "ab":
+        return []  # a part alone: its figures are printed above
     return results(agents, sessions, floor)
+
+
+class PUBLISHER:  # noqa: N801  (set by run)
+    database: Database
+    redis: redis_lib.Redis
 
 
 def insert_agents(settings, count: int) -> list[str]:
@@ -126,10 +151,15 @@ class gateway_server:  # noqa: N801  (a context manager, used like web_server)
                     break
             except OSError:
                 time.sleep(0.2)
-        self.pid = int(
-            open(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read().split()[0]
-        )
+        # every worker (GATEWAY_CONCURRENCY of them) once all have started
+        while len(self.pids) < GATEWAY_CONCURRENCY and time.monotonic() < deadline:
+            time.sleep(0.2)
         return self
+
+    @property
+    def pids(self) -> list[int]:
+        pid = self.process.pid
+        return [int(child) for child in open(f"/proc/{pid}/task/{pid}/children").read().split()]
 
     def __exit__(self, *exc):
         return self.manager.__exit__(*exc)
@@ -197,15 +227,15 @@ def idle_figures(gateway, before_rss: int, connected: int) -> dict:
     core for a second, or a minute passed): RSS growth per socket, and CPU while idle."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        cpu = cpu_seconds([gateway.pid])
+        cpu = cpu_seconds(gateway.pids)
         time.sleep(1)
-        if cpu_seconds([gateway.pid]) - cpu < 0.1:
+        if cpu_seconds(gateway.pids) - cpu < 0.1:
             break
     time.sleep(SETTLE_SECONDS)
-    rss = rss_bytes([gateway.pid])
-    cpu = cpu_seconds([gateway.pid])
+    rss = rss_bytes(gateway.pids)
+    cpu = cpu_seconds(gateway.pids)
     time.sleep(IDLE_SECONDS)
-    idle_cpu = (cpu_seconds([gateway.pid]) - cpu) / IDLE_SECONDS
+    idle_cpu = (cpu_seconds(gateway.pids) - cpu) / IDLE_SECONDS
     kb = (rss - before_rss) / 1024 / max(connected, 1)
     print(
         f"    idle with {connected} sockets: {kb:.1f} KB a connection (RSS {before_rss / 2**20:.0f}"
@@ -216,7 +246,7 @@ def idle_figures(gateway, before_rss: int, connected: int) -> dict:
 
 def measure_agents(engine, web, gateway, agent_ids: list[str]) -> dict:
     print(f"  (a) {CLIENTS} clients on /ws/agents/{{id}}, task.assigned at {AGENT_RATE}/s")
-    before_rss = rss_bytes([gateway.pid])
+    before_rss = rss_bytes(gateway.pids)
     paths = [f"/ws/agents/{agent_id}" for agent_id in agent_ids]
     clients = Clients(gateway.url, paths, agent_ids)
     try:
@@ -226,7 +256,7 @@ def measure_agents(engine, web, gateway, agent_ids: list[str]) -> dict:
         )
         idle = idle_figures(gateway, before_rss, clients.connected)
         count = AGENT_RATE * SECONDS
-        cpu = cpu_seconds([gateway.pid])
+        cpu = cpu_seconds(gateway.pids)
         first, last = produce(
             engine,
             count,
@@ -243,7 +273,7 @@ def measure_agents(engine, web, gateway, agent_ids: list[str]) -> dict:
             ),
         )
         answers = clients.ask(("expect", first, last))
-        gateway_cpu = cpu_seconds([gateway.pid]) - cpu
+        gateway_cpu = cpu_seconds(gateway.pids) - cpu
         summary = merge(answers)
         counts = summary["counts"]
         summary.update(
@@ -261,10 +291,27 @@ def measure_agents(engine, web, gateway, agent_ids: list[str]) -> dict:
             f"{summary['max_ms']:.1f} ms; gateway CPU {gateway_cpu:.1f} s; {summary['load_events']}"
         )
         http_agents = agent_ids[-(HEARTBEAT_AGENTS // CLIENT_PROCESSES) * CLIENT_PROCESSES :]
+        report_closes(summary, gateway)
         summary["heartbeats"] = measure_heartbeats(web, clients, http_agents)
     finally:
         clients.close()
     return summary
+
+
+def report_closes(summary: dict, gateway) -> None:
+    """Why sockets were closed, if any were: the close codes, the gateway's warnings."""
+    if not summary["closed_by_server"]:
+        return
+    print(f"    close codes: {dict(summary['close_codes'])}")
+    with open("/tmp/orchestrator-bench-gateway.log", "w") as copy:
+        copy.write(output(gateway.process))
+    lines = [
+        line
+        for line in output(gateway.process).splitlines()
+        if '"WARNING"' in line or '"ERROR"' in line
+    ]
+    for line in lines[-5:]:
+        print(f"    gateway: {line[:300]}")
 
 
 def measure_heartbeats(web, clients: Clients, http_agents: list[str]) -> dict:
@@ -297,7 +344,7 @@ def measure_heartbeats(web, clients: Clients, http_agents: list[str]) -> dict:
 
 def measure_sessions(engine, gateway) -> dict:
     print(f"  (b) {CLIENTS} clients on /ws/sessions, session.created at {SESSION_RATE}/s")
-    before_rss = rss_bytes([gateway.pid])
+    before_rss = rss_bytes(gateway.pids)
     clients = Clients(gateway.url, ["/ws/sessions"] * CLIENTS, [None] * CLIENTS)
     try:
         print(
@@ -305,7 +352,7 @@ def measure_sessions(engine, gateway) -> dict:
             + (f"; {clients.errors}" if clients.errors else "")
         )
         idle = idle_figures(gateway, before_rss, clients.connected)
-        cpu = cpu_seconds([gateway.pid])
+        cpu = cpu_seconds(gateway.pids)
         first, last = produce(
             engine,
             SESSION_RATE * SECONDS,
@@ -313,7 +360,7 @@ def measure_sessions(engine, gateway) -> dict:
             lambda n: ("session.created", {"session_id": str(uuid.uuid4()), "status": "PENDING"}),
         )
         answers = clients.ask(("expect", first, last))
-        gateway_cpu = cpu_seconds([gateway.pid]) - cpu
+        gateway_cpu = cpu_seconds(gateway.pids) - cpu
         summary = merge(answers)
         summary.update(
             idle,
@@ -329,18 +376,21 @@ def measure_sessions(engine, gateway) -> dict:
             f"{summary['max_ms']:.1f} ms; gateway CPU {gateway_cpu:.1f} s, clients' CPU "
             f"{summary['client_cpu']:.1f} s; {summary['load_events']}"
         )
+        report_closes(summary, gateway)
     finally:
         clients.close()
     return summary
 
 
 def produce(engine, count: int, rate: float, event) -> tuple[int, int]:
-    """`count` events at `rate` a second; their first and last ids once all are published."""
+    """`count` events at `rate` a second, each published at once; their first and last
+    ids once all are published."""
     with engine.connect() as connection:
         _, before = connection.execute(PUBLISHED_SQL).one()
         for n in paced(count, rate):
             kind, payload = event(n)
             connection.execute(INSERT_SQL, {"type": kind, "payload": json.dumps(payload)})
+            relay.publish_once(PUBLISHER.database, PUBLISHER.redis, retention=1_000_000)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             unpublished, last = connection.execute(PUBLISHED_SQL).one()
@@ -374,6 +424,7 @@ def merge(answers: list[dict]) -> dict:
         "complete": None if None in complete else sum(complete),
         "strangers": sum(a["strangers"] for a in answers),
         "closed_by_server": sum(a["closed_by_server"] for a in answers),
+        "close_codes": sum((Counter(a["close_codes"]) for a in answers), Counter()),
         "client_cpu": sum(a["client_cpu"] for a in answers),
     }
 

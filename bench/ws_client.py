@@ -71,9 +71,14 @@ class Client(asyncio.Protocol):
         while len(buffer) - position >= 2:
             first, second = buffer[position], buffer[position + 1] & 0x7F
             start = position + 2
+            # the extended length may not have arrived yet (a segment can end anywhere)
             if second == 126:
+                if len(buffer) < start + 2:
+                    break
                 second, start = int.from_bytes(buffer[start : start + 2]), start + 2
             elif second == 127:
+                if len(buffer) < start + 8:
+                    break
                 second, start = int.from_bytes(buffer[start : start + 8]), start + 8
             if len(buffer) < start + second:
                 break
