@@ -38,6 +38,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
+from sqlalchemy import text
 
 from bench.common import Result, benchmark_database
 from bench.stack import web_server
@@ -55,6 +56,7 @@ SWEEP = os.environ.get("BENCH_WEB_SWEEP", "1x16,2x8,3x8,4x4")
 # How the heartbeat statement reaches PostgreSQL, after the headline (prepared): sent
 # whole on a direct connection, and through PgBouncer (empty: neither).
 STATEMENTS = os.environ.get("BENCH_HEARTBEAT_STATEMENTS", "plain,pgbouncer")
+STATEMENT_CALLS, STATEMENT_BLOCKS = 2000, 4
 GOAL_RATIO = 0.6
 WRK_SCRIPT = Path(__file__).with_name("requests.lua")
 
@@ -143,10 +145,11 @@ def run() -> list[Result]:
             )
             print(f"    /api/v1 floor (404) {comparison.api_floor.describe()}")
             print(f"    heartbeat {comparison.heartbeat.describe()}")
+        costs = statement_costs(settings) if statements else {}
     print_sweep(comparisons)
     headline = comparisons[0]
     return [
-        *(statement_result(headline, c) for c in comparisons[1 : 1 + len(statements)]),
+        *(statement_result(headline, c, costs) for c in comparisons[1 : 1 + len(statements)]),
         Result(
             benchmark=f"heartbeat (web {headline.web})",
             measured=f"{headline.heartbeat.per_second:,.0f} heartbeats/s, "
@@ -176,14 +179,55 @@ def serving(settings: Settings, web_setting, statement: str):
             yield server
 
 
-def statement_result(headline: Comparison, other: Comparison) -> Result:
+def statement_costs(settings: Settings) -> dict[str, float]:
+    """The statement alone, without HTTP: the median of STATEMENT_CALLS transactions of
+    one heartbeat each (the commonest batch) on one connection: prepared, plain, and
+    plain through a PgBouncer in transaction mode, in turns; milliseconds a transaction."""
+    from shared.db import Database
+    from shared.services import agents as agents_service
+
+    timings: dict[str, list[float]] = {"prepared": [], "plain": [], "pgbouncer": []}
+    with running_pgbouncer(settings.database_url) as bouncer:
+        databases = {
+            "prepared": Database(settings.with_overrides(database_prepared_statements="true")),
+            "plain": Database(settings.with_overrides(database_prepared_statements="false")),
+            "pgbouncer": Database(settings.with_overrides(database_url=bouncer.url())),
+        }
+        try:
+            with databases["plain"].transaction() as db:
+                ids = [row[0] for row in db.execute(text("SELECT id FROM agents LIMIT 100"))]
+            for _ in range(STATEMENT_BLOCKS):
+                for mode, database in databases.items():
+                    for n in range(STATEMENT_CALLS // STATEMENT_BLOCKS):
+                        began = time.perf_counter()
+                        with database.transaction() as db:
+                            agents_service.heartbeat_many(db, [(ids[n % len(ids)], n % 50)])
+                        timings[mode].append((time.perf_counter() - began) * 1000)
+        finally:
+            for database in databases.values():
+                database.dispose()
+    costs = {mode: statistics.median(values) for mode, values in timings.items()}
+    print(
+        f"  the statement alone, one heartbeat a transaction, median of {STATEMENT_CALLS}: "
+        + ", ".join(f"{mode} {ms:.2f} ms" for mode, ms in costs.items())
+    )
+    return costs
+
+
+def statement_result(headline: Comparison, other: Comparison, costs: dict) -> Result:
     """The heartbeat statement sent another way, against the headline's prepared one."""
     share = other.heartbeat.per_second / headline.heartbeat.per_second
+    alone = (
+        f"; the statement alone {costs[other.statement]:.2f} ms a transaction, "
+        f"prepared {costs['prepared']:.2f}"
+        if other.statement in costs
+        else ""
+    )
     return Result(
         benchmark=f"heartbeat, statement {other.statement} (web {other.web})",
         measured=f"{other.heartbeat.per_second:,.0f} heartbeats/s "
         f"({share:.0%} of prepared), p50 {other.heartbeat.p50_ms:.1f} ms, "
-        f"p99 {other.heartbeat.p99_ms:.1f} ms",
+        f"p99 {other.heartbeat.p99_ms:.1f} ms{alone}",
         floor=f"/health {other.health.per_second:,.0f} req/s; prepared "
         f"{headline.heartbeat.per_second:,.0f} heartbeats/s",
         goal=f"heartbeat/health >= {GOAL_RATIO}: {other.ratio:.2f}; "
