@@ -7,6 +7,11 @@ transaction gets, so a statement prepared in one transaction is looked for on th
 
 from __future__ import annotations
 
+import io
+import os
+import re
+import tokenize
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -18,6 +23,7 @@ from shared.enums import AgentType, Capability
 from shared.models import WorkSession
 from shared.services import agents
 from tests.api.helpers import assert_error
+from tests.support import ROOT
 from tests.support.pgbouncer import direct_server_url, running_pgbouncer
 
 
@@ -70,6 +76,7 @@ def _heartbeat_twice_on_two_servers(database: Database, agent_id) -> tuple[int, 
     return first, second
 
 
+@pytest.mark.process  # a pgbouncer process
 def test_behind_pgbouncer_the_heartbeat_is_not_prepared_and_works_on_any_server(
     settings, direct_url, agent_id
 ):
@@ -87,6 +94,7 @@ def test_behind_pgbouncer_the_heartbeat_is_not_prepared_and_works_on_any_server(
             pooled.dispose()
 
 
+@pytest.mark.process
 def test_a_statement_prepared_behind_pgbouncer_is_missing_on_the_next_server(
     settings, direct_url, agent_id
 ):
@@ -185,3 +193,76 @@ def test_a_request_that_finds_no_free_connection_gets_503_and_is_not_done(app, s
         ext.database = shared_database
         small.dispose()
     assert db.query(WorkSession).count() == 0
+
+
+# SQL that leaves state in the database session, which PgBouncer in transaction mode
+# would hand to another client's next transaction (SQL is written in capitals here).
+SESSION_STATE = {
+    "SET without LOCAL": re.compile(r"(?:^|;)\s*SET\s+(?!LOCAL\b|NULL\b|DEFAULT\b)[\w\"]"),
+    "session advisory lock": re.compile(r"pg_(?:try_)?advisory_(?:un)?lock(?:_shared)?\s*\("),
+    "PREPARE": re.compile(r"(?:^|;)\s*(?:PREPARE|DEALLOCATE)\s+\w"),
+    "LISTEN": re.compile(r"(?:^|;)\s*(?:UN)?LISTEN\s+[\w\"{]"),
+    "temporary table": re.compile(r"\bCREATE\s+(?:GLOBAL\s+|LOCAL\s+)?TEMP(?:ORARY)?\s+TABLE"),
+    "cursor WITH HOLD": re.compile(r"\bWITH\s+HOLD\b"),
+    "set_config for the session": re.compile(r"set_config\s*\([^)]*,\s*false\s*\)", re.I),
+}
+# The documented exceptions (docs/OPERATIONS.md, "PgBouncer and the connection budget").
+ALLOWED = {
+    ("PREPARE", "shared/services/agents.py"),  # only where keeps_session_state()
+    ("LISTEN", "shared/notify.py"),  # the direct connection, DATABASE_LISTEN_URL
+}
+
+
+def _session_state_in(path: str) -> list[tuple[str, int]]:
+    with open(path) as source:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source.read()).readline))
+    found = []
+    for token in tokens:
+        if token.type == tokenize.STRING:
+            literal = token.string.lstrip("rRbBuUfF").strip("\"'")
+            found += [
+                (name, token.start[0]) for name, rx in SESSION_STATE.items() if rx.search(literal)
+            ]
+    return found
+
+
+def test_no_session_state_outlives_a_transaction_in_the_code():
+    """Every SQL string of the server (and its migrations) keeps its state in its
+    transaction: SET LOCAL, transaction-level advisory locks, no PREPARE or LISTEN but the
+    two documented ones, no temporary tables or held cursors."""
+    found = []
+    for top in (
+        "shared",
+        "orchestrator_api",
+        "orchestrator_worker",
+        "orchestrator_cli",
+        "migrations",
+    ):
+        for directory, _, names in os.walk(os.path.join(ROOT, top)):
+            for name in sorted(n for n in names if n.endswith(".py")):
+                path = os.path.join(directory, name)
+                relative = os.path.relpath(path, ROOT)
+                found += [
+                    (kind, f"{relative}:{line}")
+                    for kind, line in _session_state_in(path)
+                    if (kind, relative) not in ALLOWED
+                ]
+    assert found == []
+    # the audit finds what it looks for
+    assert _session_state_in(os.path.join(ROOT, "shared/notify.py"))[0][0] == "LISTEN"
+
+
+def test_the_audit_finds_each_kind_of_session_state(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        'a = text("SET statement_timeout = 5")\n'
+        'b = "SET LOCAL lock_timeout = 1; SELECT pg_advisory_lock(1)"\n'
+        'c = "PREPARE p AS SELECT 1"\n'
+        "d = f'LISTEN \"{channel}\"'\n"
+        'e = """\n    CREATE TEMP TABLE t AS SELECT 1"""\n'
+        'f = "DECLARE c CURSOR WITH HOLD FOR SELECT 1"\n'
+        "g = \"SELECT set_config('x', '1', false)\"\n"
+        'h = "UPDATE t SET a = 1"  # not session state\n'
+        'i = "SET LOCAL synchronous_commit TO OFF"  # not either\n'
+    )
+    assert sorted(kind for kind, _ in _session_state_in(str(sample))) == sorted(SESSION_STATE)
