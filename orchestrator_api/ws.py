@@ -9,6 +9,7 @@ client is too slow or gone, or the process shuts down.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -40,6 +41,7 @@ CLOSE_GRACE_SECONDS = 1.0
 SOCKET_THREAD_WAKE_SECONDS = 0.5
 IDLE_WAKE_SECONDS = 30.0
 GOING_AWAY_CLOSE = 1001
+INTERNAL_ERROR_CLOSE = 1011
 SLOW_CLIENT_CLOSE = 1013
 NOT_FOUND_CLOSE = 4404
 BAD_REQUEST_CLOSE = 4400
@@ -108,7 +110,10 @@ def _close(ws, code: int, reason: str) -> None:
 def _until_the_client_goes(route: Callable) -> Callable:
     """A client may close its socket at any moment, even while the server is still setting
     it up (simple-websocket's reader thread then closes the socket under the route): that
-    is the end of the connection, not an error."""
+    is the end of the connection, not an error. Any other failure after the upgrade (the
+    database refusing connections, say) closes the socket with 1011, so the client
+    reconnects with its last id: an exception escaping the route would have Flask answer
+    HTTP into the upgraded socket, which no client can read."""
 
     @functools.wraps(route)
     def serve(ws, *args, **kwargs):
@@ -116,10 +121,22 @@ def _until_the_client_goes(route: Callable) -> Callable:
             route(ws, *args, **kwargs)
         except OSError as exc:
             if ws.connected and exc.errno not in CLIENT_GONE_ERRNOS:
-                raise
-            log.debug("websocket client gone: %s", exc)
+                _fail(ws, exc)
+            else:
+                log.debug("websocket client gone: %s", exc)
+        except ConnectionClosed:
+            raise  # flask-sock's: the client went
+        except Exception as exc:
+            _fail(ws, exc)
 
     return serve
+
+
+def _fail(ws, exc: Exception) -> None:
+    log.error("websocket stream failed: %s: %s", exc.__class__.__name__, exc, exc_info=exc)
+    if ws.connected:
+        with contextlib.suppress(Exception):
+            ws.close(INTERNAL_ERROR_CLOSE, "server error; reconnect with last_event_id")
 
 
 def _serve_one(
@@ -224,6 +241,10 @@ def _resume(
             _send_error(ws, "last_event_id must be an event id as received; streaming live only")
             after = connected_at
             last_event_id = None
+    if last_event_id is None and hub().last_seq == connected_at:
+        # Nothing was fanned out since the handshake, so nothing was missed: no query (ten
+        # thousand clients connecting at once need no database connection for it).
+        return connected_at
     database = current_app.extensions["orchestrator"].database
     covered = after
     for page in relay.pages_since(database, after, page=RESUME_PAGE):

@@ -13,11 +13,11 @@ import time
 
 import pytest
 import requests
-from simple_websocket import Client
+from simple_websocket import Client, ConnectionClosed
 from sqlalchemy import create_engine, text
 
 from tests.support.database import empty_tables
-from tests.support.processes import free_port, running_web, start, stop, wait_for_http
+from tests.support.processes import free_port, running_web, serving, start, stop, wait_for_http
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.process]
@@ -167,3 +167,32 @@ def test_idle_sockets_cost_next_to_nothing(settings, database):
             for sock in sockets:
                 sock.close()
     assert idle - baseline < 0.15, (idle, baseline)
+
+
+@pytest.mark.parametrize("process", ["web", "gateway"])
+def test_a_failure_after_the_upgrade_closes_with_1011_not_an_http_answer(
+    settings, database, process
+):
+    """The database failing under a stream (here: its resume reading a table that is
+    gone) closes the socket with 1011, a close the client reads and reconnects after;
+    before, Flask answered 500 in HTTP into the upgraded socket."""
+    empty_tables(database)
+    with serving(process, settings) as (base, _server):
+        requests.post(f"{base}/api/v1/sessions", json={"title": "an event"}, timeout=10)
+        engine = create_engine(settings.sqlalchemy_url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("ALTER TABLE outbox_events RENAME TO outbox_gone"))
+                try:
+                    client = Client.connect(
+                        base.replace("http", "ws") + "/ws/sessions?last_event_id=0"
+                    )
+                    with pytest.raises(ConnectionClosed) as closed:
+                        for _ in range(20):
+                            client.receive(timeout=0.5)
+                finally:
+                    connection.execute(text("ALTER TABLE outbox_gone RENAME TO outbox_events"))
+        finally:
+            engine.dispose()
+    assert closed.value.reason == 1011
+    assert "reconnect" in closed.value.message
