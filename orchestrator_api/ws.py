@@ -23,6 +23,7 @@ from flask import Blueprint, current_app, g, request
 from flask_sock import Sock
 from marshmallow import ValidationError
 from simple_websocket import ConnectionClosed
+from sqlalchemy import select
 from wsproto.frame_protocol import CloseReason
 
 from orchestrator_api import ws_access
@@ -154,10 +155,11 @@ def _serve_one(
     except ValueError:
         _close(ws, BAD_REQUEST_CLOSE, f"{what} id is not a UUID: not found")
         return
-    with current_app.extensions["orchestrator"].database.session() as db:
-        found = db.get(model, entity_id)
+    # Its pool, in one statement: no ORM object per connecting client.
+    with current_app.extensions["orchestrator"].database.engine.connect() as connection:
+        pool = connection.scalar(select(model.pool).where(model.id == entity_id))
     allowed = g.get("stream_pools")
-    if found is None or (allowed is not None and found.pool not in allowed):
+    if pool is None or (allowed is not None and pool not in allowed):
         _close(ws, NOT_FOUND_CLOSE, f"{what} {entity_id} not found")
         return
     answer = answer_for(entity_id) if answer_for is not None else None
