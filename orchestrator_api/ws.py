@@ -40,7 +40,7 @@ CLOSE_GRACE_SECONDS = 1.0
 # retries them this often; otherwise it looks around this often, just in case: ten
 # thousand idle sockets must cost next to nothing.
 SOCKET_THREAD_WAKE_SECONDS = 0.5
-IDLE_WAKE_SECONDS = 30.0
+IDLE_WAKE_SECONDS = 120.0
 GOING_AWAY_CLOSE = 1001
 INTERNAL_ERROR_CLOSE = 1011
 SLOW_CLIENT_CLOSE = 1013
