@@ -180,11 +180,15 @@ def main(command: list[str]) -> int:
         )
         env = {**os.environ, "TEST_POSTGRES_URL": bouncer.url(), "TEST_POSTGRES_ADMIN_URL": direct}
         child = subprocess.Popen(command, env=env)
+        # A CI timeout's SIGTERM stops the tests; the wait below then returns, and
+        # pgbouncer is stopped on the way out.
+        signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum))
         try:
-            return child.wait()
+            status = child.wait()
         except KeyboardInterrupt:
             child.send_signal(signal.SIGINT)
-            return child.wait()
+            status = child.wait()
+        return 128 - status if status < 0 else status
 
 
 if __name__ == "__main__":
