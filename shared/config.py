@@ -25,17 +25,32 @@ class ConfigError(ValueError):
     """A variable of the environment has a value the process cannot run with."""
 
 
-def _int_between(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
+def _between(convert: Callable[[str], Any], noun: str, low, high) -> Callable[[str], Any]:
+    def parse(raw: str):
         try:
-            value = int(raw.strip())
+            value = convert(raw.strip())
         except ValueError:
-            raise ValueError(f"must be an integer, got {raw!r}") from None
+            raise ValueError(f"must be {noun}, got {raw!r}") from None
         if not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}, got {value}")
+            raise ValueError(f"must be between {low!s} and {high!s}, got {value!s}")
         return value
 
     return parse
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    return _between(int, "an integer", low, high)
+
+
+def _float_between(low: float, high: float) -> Callable[[str], float]:
+    return _between(_Number, "a number", _Number(low), _Number(high))
+
+
+class _Number(float):
+    """A float that prints as 0.5 or 60, not 60.0."""
+
+    def __str__(self) -> str:
+        return f"{float(self):g}"
 
 
 def _one_of(*choices: str) -> Callable[[str], str]:
@@ -73,19 +88,6 @@ def _url(*schemes: str) -> Callable[[str], str]:
 
 def _text(raw: str) -> str:
     return raw
-
-
-def _float_between(low: float, high: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise ValueError(f"must be a number, got {raw!r}") from None
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low:g} and {high:g}, got {value:g}")
-        return value
-
-    return parse
 
 
 def _bool(raw: str) -> bool:
