@@ -199,7 +199,26 @@ def _take_over_socket(ws) -> SocketWriter:
     except OSError:  # the client closed already (its socket with it)
         raise ConnectionClosed(ws.close_reason, ws.close_message) from None
     ws.sock = writer
+    _drop_the_handshake(ws)
     return writer
+
+
+class _Upgraded:
+    """Stands in for wsproto's HTTP/1.1 handshake once the upgrade is done."""
+
+    @staticmethod
+    def events():
+        return iter(())
+
+
+def _drop_the_handshake(ws) -> None:
+    """wsproto keeps the upgrade's HTTP/1.1 state (an h11 connection, the request) for the
+    socket's life, though after the upgrade it only asks it for events, of which it has
+    none left: a few KB a socket, tens of MB at ten thousand."""
+    protocol = ws.ws
+    handshake = getattr(protocol, "handshake", None)
+    if protocol.connection is not None and not getattr(handshake, "_events", True):
+        protocol.handshake = _Upgraded()
 
 
 def _pump(
