@@ -61,6 +61,7 @@ class Lease:
         self.member = uuid.uuid4().hex
         self.renewed_at = 0.0
         self.held = False  # in Redis: False while Redis was down since the handshake
+        self.released = False
 
     def acquire(self, limit: int) -> bool:
         now = time.time()
@@ -75,6 +76,7 @@ class Lease:
         return now - self.renewed_at >= (RENEW_SECONDS if self.held else RETRY_SECONDS)
 
     def release(self) -> None:
+        self.released = True
         try:
             self.client.zrem(self.key, self.member)
         except redis_lib.RedisError as exc:
@@ -149,6 +151,11 @@ class LeaseKeeper:
             for lease in batch:
                 lease.renewed_at = now
                 lease.held = True
+            # a socket that ended while its lease was being renewed: the renewal put the
+            # lease back after its release took it out
+            for lease in batch:
+                if lease.released:
+                    lease.release()
 
 
 class ProcessSlots:
