@@ -35,6 +35,10 @@ from shared.errors import AgentNotFound
 from shared.models import Agent, WorkSession
 
 CLOSE_GRACE_SECONDS = 1.0
+# How long a close with a reason waits for the client's reply: a busy client may take
+# more than a second to read it, and closing before would reset the connection and lose
+# the code (the client would see 1005). A client that replies ends the wait at once.
+CLOSE_REPLY_WAIT_SECONDS = 5.0
 # A socket's own thread sleeps until its client sends something or it is woken (bytes
 # wait for a slow client, events overflowed, the process shuts down). While bytes wait it
 # retries them this often; otherwise it looks around this often, just in case: ten
@@ -101,7 +105,7 @@ def _close(ws, code: int, reason: str) -> None:
     reply, since a socket closed with unread input is reset and the reset can discard
     our close frame before the client reads it."""
     ws.close(code, reason)
-    deadline = time.monotonic() + CLOSE_GRACE_SECONDS
+    deadline = time.monotonic() + CLOSE_REPLY_WAIT_SECONDS
     while time.monotonic() < deadline:
         if ws.close_reason != CloseReason.NO_STATUS_RCVD:  # the client's reply was read
             return

@@ -32,6 +32,7 @@ from tests.support import netns
 from tests.support.database import empty_tables
 from tests.support.metrics import parse
 from tests.support.processes import output, procfile
+from tests.support.redis_claim import claimed_redis_url
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.process, pytest.mark.chaos]
@@ -109,7 +110,14 @@ def cluster(settings, database):
         pytest.skip(f"multi-host test: {reason}")
     netns.remove_stale()
     empty_tables(database)  # earlier modules' PENDING tasks would go to this fleet
-    network = netns.Network(settings)
+    # A Redis db of the cluster's own: the run's in-process Celery worker (started by an
+    # earlier module, it lives for the session) consumes the run's broker and would
+    # assign the cluster's tasks itself.
+    with claimed_redis_url(use_env=False) as redis_url:
+        yield from _run_cluster(netns.Network(settings.with_overrides(redis_url=redis_url)))
+
+
+def _run_cluster(network: netns.Network):
     try:
         network.open()
         for name in ("lb", *WEB_HOSTS, *WORKER_HOSTS, "beat"):
