@@ -385,7 +385,7 @@ def test_a_server_that_comes_up_later_is_waited_for_and_streams_resume(api, sett
         missed = api.create_session("missed")  # through the other server
         servers.append(start("web", settings, PORT=str(port)))
         wait_for_http(f"http://127.0.0.1:{port}/ready", servers[-1])
-        wait_for(lambda: seen(missed) and stream.connections == 2)
+        wait_for(lambda: seen(missed) and stream.connections >= 2)  # reconnected, resumed
         again = api.create_session("live again")
         wait_for(lambda: seen(again))
     finally:
