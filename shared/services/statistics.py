@@ -24,15 +24,15 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Float, and_, cast, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
-from shared.enums import AgentStatus, AgentType, SessionStatus, TaskStatus
+from shared.enums import (
+    FINISHED_SESSION_STATUSES,
+    AgentStatus,
+    AgentType,
+    SessionStatus,
+    TaskStatus,
+)
 from shared.models import Agent, SessionStatusCounts, Task, WorkSession
 from shared.models.task_failure import AgentTaskTotals, TaskFailure
-
-FINISHED_SESSION_STATUSES = (
-    SessionStatus.COMPLETED,
-    SessionStatus.FAILED,
-    SessionStatus.CANCELLED,
-)
 
 
 def success_rate(completed: int, failed: int) -> float | None:
