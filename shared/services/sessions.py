@@ -16,7 +16,7 @@ from shared.models.types import utcnow
 from shared.pools import DEFAULT_POOL
 from shared.services import settle
 from shared.services.common import Page
-from shared.states import move_session
+from shared.states import SESSION_ACTIONS, move_session
 from shared.unit_of_work import request_job
 
 
@@ -182,11 +182,7 @@ def apply_action(db: Session, *, session_id: uuid.UUID, action: str) -> WorkSess
 def fail(db: Session, *, session_id: uuid.UUID, reason: str) -> WorkSession | None:
     """A task failed for good: the session fails with the reason, its other work stops."""
     work_session = get_or_raise(db, session_id=session_id, lock=True)
-    if work_session.status not in (
-        SessionStatus.PENDING,
-        SessionStatus.RUNNING,
-        SessionStatus.PAUSED,
-    ):
+    if work_session.status not in SESSION_ACTIONS["fail"][0]:  # finished already
         return work_session
     previous = move_session(work_session, "fail")
     work_session.error = reason
