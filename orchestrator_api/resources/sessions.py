@@ -36,7 +36,7 @@ class Sessions(MethodView):
         body["pool"] = pool_scope.creation_pool(body.get("pool"))
         work_session = service.create(db(), **body)
         db().flush()
-        return session_views([work_session])[0]
+        return session_views([work_session], {work_session.id: service.no_progress()})[0]
 
 
 @blp.route("/<id(statistics):session_id>")  # not /statistics: resources/statistics.py

@@ -9,6 +9,7 @@ from orchestrator_api.schemas.common import (
     UTCDateTime,
     pool_field,
 )
+from orchestrator_api.schemas.response import ResponseSchema
 from shared.enums import AgentStatus, AgentType, Capability
 
 
@@ -45,7 +46,7 @@ class AgentListQuerySchema(PageQuerySchema):
     pool = pool_field()
 
 
-class AgentSchema(Schema):
+class AgentSchema(ResponseSchema):
     id = fields.UUID()
     name = fields.String()
     pool = fields.String()
@@ -83,7 +84,7 @@ class RegisteredAgentSchema(AgentSchema):
     )
 
 
-class AgentPageSchema(Schema):
+class AgentPageSchema(ResponseSchema):
     items = fields.List(fields.Nested(AgentSchema), required=True)
     total = fields.Integer(required=True)
     page = fields.Integer(required=True)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from orchestrator_api.schemas.response import ResponseSchema
 from shared import pools
 
 
@@ -99,7 +100,7 @@ class PageQuerySchema(QuerySchema):
     page_size = QueryInteger(load_default=20, validate=validate.Range(min=1, max=100))
 
 
-class PageSchema(Schema):
+class PageSchema(ResponseSchema):
     total = fields.Integer(required=True)
     page = fields.Integer(required=True)
     page_size = fields.Integer(required=True)

@@ -10,6 +10,7 @@ from orchestrator_api.schemas.common import (
     pool_field,
     title_field,
 )
+from orchestrator_api.schemas.response import ResponseSchema
 from shared.enums import Priority, SessionStatus, SessionType
 
 
@@ -28,13 +29,13 @@ class SessionListQuerySchema(PageQuerySchema):
     pool = pool_field()
 
 
-class SessionProgressSchema(Schema):
+class SessionProgressSchema(ResponseSchema):
     total = fields.Integer()
     by_status = fields.Dict(keys=fields.String(), values=fields.Integer())
     percent_complete = fields.Float()
 
 
-class SessionSchema(Schema):
+class SessionSchema(ResponseSchema):
     id = fields.UUID()
     pool = fields.String()
     title = fields.String()

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from marshmallow import Schema, ValidationError, fields
+from marshmallow import ValidationError, fields
 
 from orchestrator_api.schemas.common import QuerySchema, pool_field
+from orchestrator_api.schemas.response import ResponseSchema
 from shared.enums import AgentType, SessionStatus
 
 
@@ -36,7 +37,7 @@ class AgentPerformanceQuerySchema(QuerySchema):
     pool = pool_field()
 
 
-class SessionStatisticsSchema(Schema):
+class SessionStatisticsSchema(ResponseSchema):
     total = fields.Integer(required=True)
     by_status = fields.Dict(
         keys=fields.String(),
@@ -56,7 +57,7 @@ class SessionStatisticsSchema(Schema):
     )
 
 
-class PerformanceFiguresSchema(Schema):
+class PerformanceFiguresSchema(ResponseSchema):
     total_agents = fields.Integer(required=True, metadata={"description": "Live agents"})
     active_agents = fields.Integer(
         required=True, metadata={"description": "Live agents that are not OFFLINE"}

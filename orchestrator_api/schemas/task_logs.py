@@ -7,6 +7,7 @@ from datetime import UTC
 from marshmallow import Schema, ValidationError, fields, pre_load, validate
 
 from orchestrator_api.schemas.common import QueryInteger, QuerySchema, UTCDateTime
+from orchestrator_api.schemas.response import ResponseSchema
 from shared.services import task_logs as service
 
 STREAMS = ("stdout", "stderr")
@@ -65,7 +66,7 @@ class LogBatchSchema(Schema):
         return data
 
 
-class LogAppendedSchema(Schema):
+class LogAppendedSchema(ResponseSchema):
     accepted = fields.Integer(required=True, metadata={"description": "Lines stored"})
     dropped = fields.Integer(
         required=True, metadata={"description": "Lines dropped: the log's cap was reached"}
@@ -83,14 +84,14 @@ class LogQuerySchema(QuerySchema):
     )
 
 
-class LogLineSchema(Schema):
+class LogLineSchema(ResponseSchema):
     seq = fields.Integer(required=True)
     stream = fields.String(required=True, metadata={"enum": ["stdout", "stderr", "system"]})
     text = fields.String(required=True)
     at = UTCDateTime(required=True)
 
 
-class LogPageSchema(Schema):
+class LogPageSchema(ResponseSchema):
     items = fields.List(fields.Nested(LogLineSchema), required=True)
     next_after = fields.Integer(
         required=True, metadata={"description": "Pass as `after` to read on"}

@@ -11,6 +11,7 @@ from orchestrator_api.schemas.common import (
     pool_field,
     title_field,
 )
+from orchestrator_api.schemas.response import ResponseSchema
 from shared.enums import Capability, Complexity, DecompositionTemplate, TaskStatus
 
 
@@ -78,7 +79,7 @@ class DecomposeSchema(Schema):
     template = UpperEnum(DecompositionTemplate, required=True)
 
 
-class TaskSchema(Schema):
+class TaskSchema(ResponseSchema):
     id = fields.UUID()
     session_id = fields.UUID()
     parent_id = fields.UUID(allow_none=True)
@@ -109,18 +110,18 @@ class TaskPageSchema(PageSchema):
     items = fields.List(fields.Nested(TaskSchema), required=True)
 
 
-class TaskListSchema(Schema):
+class TaskListSchema(ResponseSchema):
     items = fields.List(fields.Nested(TaskSchema), required=True)
     total = fields.Integer(required=True)
 
 
-class EventSchema(Schema):
+class EventSchema(ResponseSchema):
     id = fields.String(required=True)
     type = fields.String(required=True)
     payload = fields.Dict(required=True)
     timestamp = fields.String(required=True)
 
 
-class TaskHistorySchema(Schema):
+class TaskHistorySchema(ResponseSchema):
     items = fields.List(fields.Nested(EventSchema), required=True)
     total = fields.Integer(required=True)

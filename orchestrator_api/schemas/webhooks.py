@@ -8,6 +8,7 @@ from orchestrator_api.schemas.common import (
     UTCDateTime,
     pool_field,
 )
+from orchestrator_api.schemas.response import ResponseSchema
 from shared import events
 from shared.services.webhooks import MIN_SECRET_LENGTH
 
@@ -46,7 +47,7 @@ class WebhookCreateSchema(Schema):
     )
 
 
-class WebhookSchema(Schema):
+class WebhookSchema(ResponseSchema):
     id = fields.UUID()
     url = fields.String()
     event_types = fields.List(fields.String())
@@ -75,7 +76,7 @@ class DeliveryListQuerySchema(PageQuerySchema):
     status = fields.String(validate=validate.OneOf(DELIVERY_STATUSES))
 
 
-class DeliverySchema(Schema):
+class DeliverySchema(ResponseSchema):
     id = fields.UUID()
     webhook_id = fields.UUID()
     event_id = fields.String(metadata={"description": "The event's id (deduplicate on it)"})
@@ -96,5 +97,5 @@ class DeliveryPageSchema(PageSchema):
     items = fields.List(fields.Nested(DeliverySchema), required=True)
 
 
-class WebhookTestSentSchema(Schema):
+class WebhookTestSentSchema(ResponseSchema):
     queued = fields.Boolean()

@@ -151,6 +151,11 @@ def progress_of(db: Session, *, session_ids: list[uuid.UUID]) -> dict[uuid.UUID,
     return {sid: _progress(by_status) for sid, by_status in counts.items()}
 
 
+def no_progress() -> dict:
+    """The progress of a session without tasks (one just created)."""
+    return _progress({status.value: 0 for status in TaskStatus})
+
+
 def _progress(by_status: dict[str, int]) -> dict:
     total = sum(by_status.values())
     completed = by_status[TaskStatus.COMPLETED.value]
