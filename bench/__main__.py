@@ -20,6 +20,7 @@ from bench import (
     heartbeat,
     idle,
     migrations,
+    request_layers,
     request_path,
     runner_logs,
     statistics,
@@ -44,6 +45,7 @@ BENCHMARKS = {
     "task_logs": task_logs.run,
     "runner_logs": runner_logs.run,
     "request_path": request_path.run,
+    "request_layers": request_layers.run,
     "migrations": migrations.run,
 }
 

@@ -29,7 +29,7 @@ from shared.errors import (
     WebhookNotFound,
 )
 from shared.models import Agent, Task, Webhook, WorkSession
-from shared.pools import DEFAULT_POOL
+from shared.pools import DEFAULT_POOL, known_pools
 
 # A resolver's answer for an entity of every pool.
 ALL_POOLS = "*"
@@ -128,6 +128,10 @@ def _check_id(name: str, raw: str, allowed: frozenset[str]) -> None:
     except (ValueError, TypeError, AttributeError):
         return  # malformed: the view answers 400
     resolver, not_found = RESOLVERS[name]
-    pool = resolver(db(), entity_id)
+    pool = known_pools.get((name, entity_id))
+    if pool is None:  # asked once per id and process: a pool never changes
+        pool = resolver(db(), entity_id)
+        if pool is not None:
+            known_pools.remember((name, entity_id), pool)
     if pool is not None and (pool == ALL_POOLS or pool not in allowed):
         raise not_found(entity_id)

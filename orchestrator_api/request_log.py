@@ -9,6 +9,7 @@ its query string (a WebSocket may carry `?token=`), and no header is.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -28,6 +29,11 @@ UNMATCHED_ROUTE = "unmatched"  # 404s: the label must not take every path anyone
 _CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^:<>]+)>")
 
 
+@functools.cache
+def _route_label(rule: str) -> str:
+    return _CONVERTER.sub(r"<\1>", rule)
+
+
 def _start() -> None:
     g.started_at = time.perf_counter()
     g.log_binding = logs.bind(request_id=request_id())
@@ -37,7 +43,7 @@ def _finish(response: Response) -> Response:
     started = g.get("started_at")
     duration = time.perf_counter() - started if started is not None else 0.0
     rule = request.url_rule
-    route = _CONVERTER.sub(r"<\1>", rule.rule) if rule is not None else UNMATCHED_ROUTE
+    route = _route_label(rule.rule) if rule is not None else UNMATCHED_ROUTE
     method = request.method if request.method in METHODS else "OTHER"
     status = response.status_code
     websocket = rule is not None and rule.websocket

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.models import OutboxEvent
+from shared.pools import known_pools
 
 SESSION_CREATED = "session.created"
 SESSION_STATUS_CHANGED = "session.status_changed"
@@ -83,10 +84,6 @@ def record_many(session: Session, events: list[tuple[str, dict[str, Any]]]) -> N
         )
 
 
-# Pools never change and ids are never reused: what this process has looked up holds.
-_pools: dict[Any, str] = {}
-
-
 def _add_pools(session: Session, events: list[tuple[str, dict[str, Any]]]) -> None:
     """Every session, task and agent event carries its pool (the session's, or the
     agent's), so streams can be filtered by pool: looked up here, in one place."""
@@ -96,19 +93,19 @@ def _add_pools(session: Session, events: list[tuple[str, dict[str, Any]]]) -> No
     for event_type, payload in events:
         if "pool" not in payload:
             key = _pool_key(event_type, payload)
-            if key is not None and key[1] not in _pools:
+            if key is not None and known_pools.get(key) is None:
                 wanted[key[0]].add(key[1])
     for model, ids in wanted.items():
         if ids:
             rows = session.execute(select(model.id, model.pool).where(model.id.in_(ids)))
-            if len(_pools) > 200_000:
-                _pools.clear()
-            _pools.update({_uuid(row_id): pool for row_id, pool in rows})
+            for row_id, pool in rows:
+                known_pools.remember((model, _uuid(row_id)), pool)
     for event_type, payload in events:
         if "pool" not in payload:
             key = _pool_key(event_type, payload)
-            if key is not None and key[1] in _pools:
-                payload["pool"] = _pools[key[1]]
+            pool = known_pools.get(key) if key is not None else None
+            if pool is not None:
+                payload["pool"] = pool
 
 
 def _pool_key(event_type: str, payload: dict[str, Any]):

@@ -98,8 +98,10 @@ class JsonFormatter(_BaseJsonFormatter):
     def redact(self, line: str) -> str:
         for secret in self.secrets:
             line = line.replace(secret, REDACTED)
-        for pattern, replacement in _PATTERNS:
-            line = pattern.sub(replacement, line)
+        # the patterns only where their fixed part occurs (a third of a request line's cost)
+        if "eyJ" in line or "://" in line or "bearer" in line.lower():
+            for pattern, replacement in _PATTERNS:
+                line = pattern.sub(replacement, line)
         return line
 
 

@@ -101,6 +101,7 @@ def test_secrets_never_reach_a_line(configured, capsys):
     log.warning("key %s", KEY)
     log.warning("development key %s", DEVELOPMENT_SECRET_KEY)
     log.warning("header Authorization: Bearer opaque-token-value")
+    log.warning("header authorization: bEaReR mixed-case-token")
     log.warning("token %s", jwt, extra={"token": jwt})
     log.warning("broker redis://:hunter2-password@redis:6379/0")
     try:
@@ -108,7 +109,8 @@ def test_secrets_never_reach_a_line(configured, capsys):
     except ValueError:
         log.exception("failed")
     output = capsys.readouterr().err
-    for secret in (KEY, DEVELOPMENT_SECRET_KEY, "opaque-token-value", jwt, "hunter2-password"):
+    secrets = (KEY, DEVELOPMENT_SECRET_KEY, "opaque-token-value", "mixed-case-token", jwt)
+    for secret in (*secrets, "hunter2-password"):
         assert secret not in output
-    assert output.count(logs.REDACTED) >= 6
+    assert output.count(logs.REDACTED) >= 7
     assert "redis://:[REDACTED]@redis:6379/0" in output
