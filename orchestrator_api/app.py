@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     plugins = [auth.BearerAuthPlugin(), errors.ErrorResponsesPlugin()]
     api = OrchestratorApi(app, spec_kwargs={"extra_plugins": plugins})
     request_log.register(app)  # first: binds the request id, logs the final status
+    app.after_request(_add_request_id)  # runs after the others: on a commit's error answer too
     cors.register(app, cors.parse_origins(settings.cors_origins))  # preflights stop here
     errors.register(app)
     database.register(app)
@@ -93,7 +94,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     auth.register(app)
     app.before_request(check_body)
     app.before_request(idempotency.check_request)
-    app.after_request(_add_request_id)
 
     from orchestrator_api import dashboard, metrics, ws
     from orchestrator_api.resources import agents, health, sessions, statistics, task_logs, tasks
