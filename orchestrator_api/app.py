@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.register(app)
     database.register(app)
     limits.register(app, settings)  # counts first: refused tokens count too
+    database.run_again_from_here(app)  # run again after a lost connection: the hooks below
     auth.register(app)
     app.before_request(check_body)
     app.before_request(idempotency.check_request)

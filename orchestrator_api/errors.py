@@ -163,6 +163,6 @@ def handle_unexpected(exc: Exception) -> Response:
 def register(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(OrchestratorError, handle_domain_error)
-    app.register_error_handler(DBAPIError, handle_database_error)
+    # DBAPIError: orchestrator_api/database.py, which may run the request again first
     app.register_error_handler(PoolTimeout, handle_pool_exhausted)
     app.register_error_handler(Exception, handle_unexpected)

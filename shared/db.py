@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from psycopg2 import extensions
 from sqlalchemy import MetaData, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
@@ -41,6 +42,27 @@ def _readable(fd: int) -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
     return bool(poller.poll(0))
+
+
+def _note_lost_connection(context) -> None:
+    """A `handle_error` listener: when an established connection is lost (the server ended
+    it, or the network), note on the error whether a transaction had begun on it
+    (`transaction_begun`, read by `transaction_begun_when_lost`). psycopg2 sends BEGIN
+    ahead of a transaction's first statement and counts the transaction begun only once
+    the server has answered it: lost before that, nothing of the transaction ran. (A
+    connection in autocommit never begins one.) Costs nothing unless a statement fails."""
+    connection = context.connection
+    if not context.is_disconnect or connection is None or connection.invalidated:
+        return
+    if context.sqlalchemy_exception is not None:
+        status = connection.connection.dbapi_connection.status
+        context.sqlalchemy_exception.transaction_begun = status != extensions.STATUS_READY
+
+
+def transaction_begun_when_lost(exc: BaseException) -> bool | None:
+    """For an error that lost an established connection, whether a transaction had begun
+    on it; None for any other error (a connection refused at connect included)."""
+    return getattr(exc, "transaction_begun", None)
 
 
 def _note_session_state(prepared_statements: str):
@@ -111,6 +133,7 @@ class Database:
         options.update(engine_options)
         self.engine: Engine = create_engine(settings.sqlalchemy_url, **options)
         event.listen(self.engine, "checkout", _discard_if_closed_by_server)
+        event.listen(self.engine, "handle_error", _note_lost_connection)
         event.listen(
             self.engine, "connect", _note_session_state(settings.database_prepared_statements)
         )
