@@ -24,7 +24,6 @@ from flask_sock import Sock
 from marshmallow import ValidationError
 from simple_websocket import ConnectionClosed
 from sqlalchemy import select
-from wsproto.frame_protocol import CloseReason
 
 from orchestrator_api import ws_access
 from orchestrator_api.schemas.agents import AgentSchema, HeartbeatSchema
@@ -35,9 +34,9 @@ from shared.errors import AgentNotFound
 from shared.models import Agent, WorkSession
 
 CLOSE_GRACE_SECONDS = 1.0
-# How long a close with a reason waits for the client's reply: a busy client may take
-# more than a second to read it, and closing before would reset the connection and lose
-# the code (the client would see 1005). A client that replies ends the wait at once.
+# How long a close with a reason waits, at most, for the client to answer it (its closing
+# reply, or the end of its connection): a busy client may take more than a second to read
+# it. A client that answers ends the wait at once.
 CLOSE_REPLY_WAIT_SECONDS = 5.0
 # A socket's own thread sleeps until its client sends something or it is woken (bytes
 # wait for a slow client, events overflowed, the process shuts down). While bytes wait it
@@ -101,15 +100,14 @@ def _for_agent(agent_id: str) -> Filter:
 
 
 def _close(ws, code: int, reason: str) -> None:
-    """Close with a code and reason the client can read: wait a moment for its closing
-    reply, since a socket closed with unread input is reset and the reset can discard
-    our close frame before the client reads it."""
+    """Close with a code and reason the client can read, then wait until the client has
+    answered (at most CLOSE_REPLY_WAIT_SECONDS), since a socket closed with unread input
+    is reset and the reset can discard our close frame before the client reads it.
+    simple-websocket's reader ends once it has read the client's closing reply or the end
+    of its connection (it never records the reply's code after our close: answering the
+    reply fails first, so `close_reason` is no sign of it)."""
     ws.close(code, reason)
-    deadline = time.monotonic() + CLOSE_REPLY_WAIT_SECONDS
-    while time.monotonic() < deadline:
-        if ws.close_reason != CloseReason.NO_STATUS_RCVD:  # the client's reply was read
-            return
-        time.sleep(0.02)
+    ws.thread.join(CLOSE_REPLY_WAIT_SECONDS)
 
 
 def _until_the_client_goes(route: Callable) -> Callable:

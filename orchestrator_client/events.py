@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from simple_websocket import Client, ConnectionClosed, ConnectionError
+from simple_websocket import ConnectionClosed, ConnectionError
 
 from orchestrator_client.errors import (
     ERRORS_BY_CODE,
@@ -33,6 +33,7 @@ from orchestrator_client.errors import (
     Unauthorized,
     ValidationError,
 )
+from orchestrator_client.ws_client import Client
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ HEARTBEAT_ACK = "heartbeat.ack"
 
 
 class _Client(Client):
-    """simple_websocket's client, with a bound on the handshake (it has none)."""
+    """The stream's client (orchestrator_client/ws_client.py), with a bound on the
+    handshake (simple_websocket has none)."""
 
     def __init__(self, url: str, *, handshake_timeout: float) -> None:
         self.handshake_timeout = handshake_timeout

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import time
 
-from simple_websocket import Client, ConnectionClosed
+from simple_websocket import ConnectionClosed
+
+from orchestrator_client.ws_client import Client
 
 
 class Stream:
@@ -41,20 +43,14 @@ class Stream:
         self.client.close()
 
 
-def close_code(url: str, *, headers: dict | None = None, attempts: int = 3) -> ConnectionClosed:
-    """The close of a stream the server refuses after the upgrade (4400, 4403, 4404).
-    Under load the gateway (gevent) sometimes loses the code to a reset and the client
-    reads 1005 (an open defect, noted in the issue); a client would reconnect, so the
-    code must arrive within `attempts` connections."""
-    for _ in range(attempts):
-        client = Client.connect(url, headers=headers)
-        try:
-            for _ in range(20):
-                client.receive(timeout=0.5)
-        except ConnectionClosed as closed:
-            if closed.reason != 1005:
-                return closed
-            last = closed
-        else:
-            raise AssertionError(f"{url}: not closed within 10 s")
-    return last
+def close_code(url: str, *, headers: dict | None = None) -> ConnectionClosed:
+    """The close of a stream the server ends right after the upgrade (refused: 4400, 4403,
+    4404; failed: 1011), read once: the client reads a close that arrives with the
+    handshake's answer too (orchestrator_client/ws_client.py)."""
+    client = Client.connect(url, headers=headers)
+    try:
+        for _ in range(20):
+            client.receive(timeout=0.5)
+    except ConnectionClosed as closed:
+        return closed
+    raise AssertionError(f"{url}: not closed within 10 s")
