@@ -23,12 +23,13 @@ import uuid
 
 import redis as redis_lib
 import requests
-from simple_websocket import Client, ConnectionClosed
+from simple_websocket import ConnectionClosed
 
 from bench.common import Result, benchmark_database, paced, percentiles
 from bench.dispatch import floor_trips
 from bench.stack import celery_worker, web_server
 from orchestrator_api.job_sender import make_job_sender
+from orchestrator_client.ws_client import Client
 
 REDIS_DB = 7
 TASKS = 500

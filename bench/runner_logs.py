@@ -22,11 +22,10 @@ import tempfile
 import threading
 import time
 
-from simple_websocket import Client as WsClient
-
 from bench.common import ROOT, Result, benchmark_database
 from bench.stack import web_server
 from orchestrator_client import OrchestratorClient
+from orchestrator_client.ws_client import Client as WsClient
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
 LINES_PER_SECOND = 1000

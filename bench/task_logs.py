@@ -23,11 +23,11 @@ import time
 from datetime import UTC, datetime
 
 import requests
-from simple_websocket import Client as WsClient
 
 from bench.common import Result, benchmark_database
 from bench.stack import web_server
 from orchestrator_client import OrchestratorClient
+from orchestrator_client.ws_client import Client as WsClient
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
 HEARTBEAT_AGENTS = 100

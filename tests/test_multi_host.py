@@ -22,11 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from simple_websocket import Client, ConnectionError
+from simple_websocket import ConnectionError
 from sqlalchemy import text
 
 from orchestrator_client import OrchestratorClient
 from orchestrator_client.agent import ReferenceAgent
+from orchestrator_client.ws_client import Client
 from shared import tokens
 from tests.support import netns
 from tests.support.database import empty_tables

@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 import requests
-from simple_websocket import Client
 
+from orchestrator_client.ws_client import Client
 from shared import metrics_dir
 from tests.api.helpers import act, make_session, make_task, register, start_session
 from tests.support.metrics import parse

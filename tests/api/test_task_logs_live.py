@@ -12,8 +12,8 @@ import uuid
 
 import pytest
 import requests
-from simple_websocket import Client
 
+from orchestrator_client.ws_client import Client
 from tests.support import ROOT
 from tests.support.live_server import live_server_fixture
 

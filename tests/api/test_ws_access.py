@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis as redis_lib
 import requests
-from simple_websocket import Client
 
+from orchestrator_client.ws_client import Client
 from shared import tokens
 from tests.support.live_server import live_server_fixture
 from tests.support.streams import close_code

@@ -13,9 +13,9 @@ import time
 
 import pytest
 import requests
-from simple_websocket import Client
 from sqlalchemy import create_engine, text
 
+from orchestrator_client.ws_client import Client
 from tests.support.database import empty_tables
 from tests.support.processes import free_port, running_web, serving, start, stop, wait_for_http
 from tests.support.streams import close_code

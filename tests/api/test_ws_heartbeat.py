@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 import requests
-from simple_websocket import Client
 
+from orchestrator_client.ws_client import Client
 from shared import tokens
 from tests.support.live_server import live_server_fixture
 

@@ -11,9 +11,9 @@ import uuid
 
 import pytest
 import requests
-from simple_websocket import Client
 from sqlalchemy import text
 
+from orchestrator_client.ws_client import Client
 from tests.support.database import empty_tables
 from tests.support.processes import output, serving
 from tests.support.waiting import wait_for

@@ -20,8 +20,8 @@ import uuid
 import pytest
 import requests
 from playwright.sync_api import expect
-from simple_websocket import Client
 
+from orchestrator_client.ws_client import Client
 from shared import tokens
 from tests.support.browser import Api
 from tests.support.live_server import live_server_fixture
