@@ -35,8 +35,11 @@ from shared.models import Agent, Task, WorkSession
 log = logging.getLogger(__name__)
 
 # After a fan-out that wrote to more than GATHER_ABOVE_WRITES sockets, events that arrive
-# within this long go to each socket in one write; when a fan-out took longer, they gather
-# that long (at most the second bound). After a smaller fan-out, only as long as it took.
+# within this long after it ended go to each socket in one write; when a fan-out took
+# longer, they gather that long (at most the second bound), so that fanning out takes at
+# most half of the process however many sockets there are (ten thousand sockets cost ten
+# thousand writes a batch, however few events it holds). After a smaller fan-out, only
+# as long as it took.
 FAN_OUT_INTERVAL_SECONDS = 0.025
 MAX_GATHER_SECONDS = 0.25
 GATHER_ABOVE_WRITES = 50
@@ -183,7 +186,8 @@ class Hub:
             for subscription in subscriptions:
                 subscription.deliver(frames, data)
             written += len(subscriptions)
-        took = time.monotonic() - began
+        self.fanned_out_at = time.monotonic()
+        took = self.fanned_out_at - began
         at_least = FAN_OUT_INTERVAL_SECONDS if written > GATHER_ABOVE_WRITES else 0.0
         self.gather_seconds = min(max(at_least, took), MAX_GATHER_SECONDS)
 
@@ -208,8 +212,7 @@ class Hub:
 
     def _read_stream(self) -> None:
         while not self.stopped.is_set():
-            # Right after a write, let events gather for a moment: a thousand sockets
-            # cost a thousand writes per batch, however few events it holds.
+            # Right after a write, let events gather for a moment (see GATHER_ABOVE_WRITES).
             wait = self.fanned_out_at + self.gather_seconds - time.monotonic()
             if wait > 0:
                 self.stopped.wait(wait)
