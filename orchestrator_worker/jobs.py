@@ -50,11 +50,11 @@ def assign_ready_tasks() -> int:
     total = 0
     while True:
         with runtime.database().transaction() as db:
-            assigned = assignment.assign_ready(db)
-            times = metrics.assignment_times(db, [task_id for task_id, _ in assigned])
+            batch = assignment.assign_batch(db)
+        assigned = batch.pairs
         if not assigned:  # no ready task that an agent with room can take
             break
-        metrics.observe_assignments(times)
+        metrics.observe_assignments(batch.times)
         total += len(assigned)
         log.info(
             "assigned %d tasks",

@@ -14,7 +14,6 @@ module is imported (shared/metrics_dir.py) and `registry()` sums the files of ev
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
@@ -22,7 +21,6 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select, text
-from sqlalchemy.orm import Session
 
 from shared import metrics_dir
 from shared.db import Database
@@ -87,20 +85,6 @@ def observe_request(method: str, route: str, status: int, seconds: float | None)
     HTTP_REQUESTS.labels(*labels).inc()
     if seconds is not None:
         HTTP_REQUEST_DURATION.labels(*labels).observe(seconds)
-
-
-def assignment_times(
-    db: Session, task_ids: Iterable[uuid.UUID]
-) -> list[tuple[datetime, datetime, int]]:
-    """(created_at, assigned_at, attempts) of tasks just assigned, read in the assigning
-    transaction (one primary-key query a batch)."""
-    ids = list(task_ids)
-    if not ids:
-        return []
-    rows = db.execute(
-        select(Task.created_at, Task.assigned_at, Task.attempts).where(Task.id.in_(ids))
-    ).all()
-    return [(r.created_at, r.assigned_at, r.attempts) for r in rows if r.assigned_at]
 
 
 def observe_assignments(times: Iterable[tuple[datetime, datetime, int]]) -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import heapq
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from functools import cache
 
-from sqlalchemy import and_, case, or_, select, text, update
+from sqlalchemy import Integer, Select, and_, bindparam, case, select, text, update
 from sqlalchemy.orm import Session
 
 from shared import events
@@ -103,44 +104,6 @@ class _Matcher:
                 heapq.heappush(self.heaps[need], (*slot.key(), slot.version))
 
 
-def _capability_sets(db: Session, *, agent_id: uuid.UUID | None) -> dict[str, list[frozenset]]:
-    """Per pool, the capability sets of agents with room, without the sets contained in
-    another: a task can be placed only if one of its pool's covers what it requires."""
-    query = select(Agent.pool, Agent.capabilities).where(_with_room).distinct()
-    if agent_id is not None:
-        query = query.where(Agent.id == agent_id)
-    by_pool: dict[str, set[frozenset]] = {}
-    for pool, capabilities in db.execute(query):
-        by_pool.setdefault(pool, set()).add(frozenset(capabilities))
-    return {
-        pool: [s for s in sets if not any(s < other for other in sets)]
-        for pool, sets in by_pool.items()
-    }
-
-
-def _placeable_needs(
-    db: Session, *, agent_id: uuid.UUID | None, task_ids: list[uuid.UUID] | None
-) -> list[tuple[str, list[str]]]:
-    """The distinct (pool, required capabilities) of ready tasks of running sessions that
-    some agent of that pool with room covers: one check per distinct need, not per task."""
-    capability_sets = _capability_sets(db, agent_id=agent_id)
-    if not capability_sets:
-        return []
-    query = (
-        select(WorkSession.pool, Task.required_capabilities)
-        .join(WorkSession, WorkSession.id == Task.session_id)
-        .where(_ready, WorkSession.status == SessionStatus.RUNNING)
-        .distinct()
-    )
-    if task_ids is not None:
-        query = query.where(Task.id.in_(task_ids))
-    return [
-        (pool, required)
-        for pool, required in db.execute(query)
-        if any(set(required) <= agent_set for agent_set in capability_sets.get(pool, ()))
-    ]
-
-
 # Agents whose status says they have room (the status is derived from what they hold
 # and report, states.derive_agent_status); `_Slot.has_room` checks the counted figures.
 _with_room = and_(
@@ -154,46 +117,45 @@ _ready = and_(
 )
 
 
-def _by_pool(needs: list[tuple[str, list[str]]]) -> dict[str, list[list[str]]]:
-    grouped: dict[str, list[list[str]]] = {}
-    for pool, required in needs:
-        grouped.setdefault(pool, []).append(required)
-    return grouped
+@cache
+def _ready_query(*, by_ids: bool, by_agent: bool) -> Select:
+    """Ready tasks of running sessions that some agent of their pool with room covers
+    (it has every capability they require), most urgent first. Tasks nobody can take are
+    not selected, so they never hold back the ones behind them. Built once per shape
+    (statements are the same every call; only the parameters change)."""
+    fitting = select(Agent.id).where(
+        _with_room,
+        Agent.pool == WorkSession.pool,
+        Agent.capabilities.contains(Task.required_capabilities),
+    )
+    if by_agent:
+        fitting = fitting.where(Agent.id == bindparam("agent_id"))
+    query = (
+        select(Task.id, WorkSession.pool, Task.required_capabilities, Task.status)
+        .join(WorkSession, WorkSession.id == Task.session_id)
+        .where(_ready, WorkSession.status == SessionStatus.RUNNING, fitting.exists())
+        .order_by(_priority_rank, Task.created_at, Task.id)
+        .limit(bindparam("limit", type_=Integer))
+    )
+    # FOR NO KEY UPDATE: a task creation key-share-locks the tasks it depends on
+    # (tasks.py), which must not make assignment skip them.
+    if by_ids:
+        return query.where(Task.id.in_(bindparam("task_ids", expanding=True))).with_for_update(
+            of=Task, key_share=True
+        )
+    return query.with_for_update(of=Task, skip_locked=True, key_share=True)
 
 
 def _ready_tasks(
     db: Session, *, limit: int, task_ids: list[uuid.UUID] | None, agent_id: uuid.UUID | None
 ):
-    """Ready tasks that some agent with room could take, most urgent first. Tasks nobody
-    can take are not selected, so they never hold back the ones behind them."""
-    placeable = _placeable_needs(db, agent_id=agent_id, task_ids=task_ids)
-    if not placeable:
-        return []
-    query = (
-        select(Task.id, WorkSession.pool, Task.required_capabilities, Task.status)
-        .join(WorkSession, WorkSession.id == Task.session_id)
-        .where(
-            _ready,
-            WorkSession.status == SessionStatus.RUNNING,
-            or_(
-                *(
-                    and_(WorkSession.pool == pool, Task.required_capabilities.in_(needs))
-                    for pool, needs in _by_pool(placeable).items()
-                )
-            ),
-        )
-        .order_by(_priority_rank, Task.created_at, Task.id)
-        .limit(limit)
-    )
-    # FOR NO KEY UPDATE: a task creation key-share-locks the tasks it depends on
-    # (tasks.py), which must not make assignment skip them.
-    if task_ids is not None:
-        locked = query.where(Task.id.in_(task_ids)).with_for_update(of=Task, key_share=True)
-        return db.execute(locked).all()
-    return db.execute(query.with_for_update(of=Task, skip_locked=True, key_share=True)).all()
+    query = _ready_query(by_ids=task_ids is not None, by_agent=agent_id is not None)
+    params = {"limit": limit, "task_ids": task_ids, "agent_id": agent_id}
+    return db.connection().execute(query, params).all()
 
 
-def _lock_agents(db: Session, *, agent_id: uuid.UUID | None) -> dict[uuid.UUID, _Slot]:
+@cache
+def _lock_query(*, by_agent: bool) -> Select:
     query = select(
         Agent.id,
         Agent.pool,
@@ -202,13 +164,19 @@ def _lock_agents(db: Session, *, agent_id: uuid.UUID | None) -> dict[uuid.UUID, 
         Agent.current_load,
         Agent.status,
     ).where(_with_room)
-    if agent_id is not None:
-        query = query.where(Agent.id == agent_id).with_for_update()
-    else:
-        # Wait (in id order, so concurrent jobs cannot deadlock) rather than skip: a job
-        # that skipped locked agents would find none and leave its ready tasks waiting.
-        query = query.order_by(Agent.id).with_for_update()
-    rows = db.execute(query).all()
+    if by_agent:
+        return query.where(Agent.id == bindparam("agent_id")).with_for_update()
+    # Wait (in id order, so concurrent jobs cannot deadlock) rather than skip: a job
+    # that skipped locked agents would find none and leave its ready tasks waiting.
+    return query.order_by(Agent.id).with_for_update()
+
+
+def _lock_agents(db: Session, *, agent_id: uuid.UUID | None) -> dict[uuid.UUID, _Slot]:
+    query = _lock_query(by_agent=agent_id is not None)
+    rows = db.connection().execute(query, {"agent_id": agent_id}).all()
+    # Counted by a statement of its own, after the locks: its snapshot then sees what
+    # the transactions that held them committed. A count inside the locking SELECT would
+    # read the snapshot it took before waiting, and miss their assignments.
     held = agent_service.held_counts(db, agent_ids=[r.id for r in rows])
     return {
         r.id: _Slot(
@@ -232,9 +200,19 @@ _APPLY_SQL = text(
                  unnest(CAST(:agent_ids AS uuid[])) AS agent_id) AS pairs
     WHERE tasks.id = pairs.task_id
         AND tasks.status IN ({", ".join(f"'{s}'" for s in task_sources("assign"))})
-    RETURNING tasks.id, tasks.session_id, tasks.assigned_agent_id
+    RETURNING tasks.id, tasks.session_id, tasks.assigned_agent_id, tasks.created_at,
+        tasks.attempts
     """
 )
+
+
+@dataclass(frozen=True)
+class Assigned:
+    """What one call assigned: (task_id, agent_id) pairs, and for /metrics each task's
+    (created_at, assigned_at, attempts) (shared/metrics.observe_assignments)."""
+
+    pairs: list[tuple[uuid.UUID, uuid.UUID]]
+    times: list[tuple[datetime, datetime, int]]
 
 
 def assign_ready(
@@ -245,9 +223,21 @@ def assign_ready(
     agent_id: uuid.UUID | None = None,
 ) -> list[tuple[uuid.UUID, uuid.UUID]]:
     """Assign up to `limit` ready tasks; returns (task_id, agent_id) pairs."""
+    return assign_batch(db, limit=limit, task_ids=task_ids, agent_id=agent_id).pairs
+
+
+def assign_batch(
+    db: Session,
+    *,
+    limit: int = DEFAULT_BATCH,
+    task_ids: list[uuid.UUID] | None = None,
+    agent_id: uuid.UUID | None = None,
+) -> Assigned:
+    """`assign_ready`, with the times the assignment job reports to /metrics."""
+    db.flush()  # the statements below are Core ones, which do not autoflush
     ready = _ready_tasks(db, limit=limit, task_ids=task_ids, agent_id=agent_id)
     if not ready:
-        return []
+        return Assigned([], [])
     matcher = _Matcher(_lock_agents(db, agent_id=agent_id))
     pairs: list[tuple[uuid.UUID, uuid.UUID]] = []
     previous = {task_id: status for task_id, _, _, status in ready}
@@ -257,7 +247,7 @@ def assign_ready(
             matcher.take(slot)
             pairs.append((task_id, slot.agent_id))
     if not pairs:
-        return []
+        return Assigned([], [])
     now = utcnow()
     deadline = now + timedelta(seconds=settings_of(db).task_start_timeout_seconds)
     rows = db.execute(
@@ -272,7 +262,7 @@ def assign_ready(
     db.expire_all()  # the UPDATE bypassed the identity map
     recorded: list[tuple[str, dict]] = []
     assigned = task_target("assign")
-    for task_id, session_id, holder in rows:
+    for task_id, session_id, holder, _, _ in rows:
         common = {"task_id": task_id, "session_id": session_id, "agent_id": holder}
         recorded.append(
             (
@@ -283,7 +273,10 @@ def assign_ready(
         recorded.append((events.TASK_ASSIGNED, {**common, "status": assigned}))
     _record_agent_changes(db, matcher, recorded)
     events.record_many(db, recorded)
-    return [(r.id, r.assigned_agent_id) for r in rows]
+    return Assigned(
+        [(r.id, r.assigned_agent_id) for r in rows],
+        [(r.created_at, now, r.attempts) for r in rows],
+    )
 
 
 def _record_agent_changes(db: Session, matcher: _Matcher, recorded: list) -> None:
