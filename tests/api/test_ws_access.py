@@ -35,6 +35,7 @@ prod = live_server_fixture(
     API_SECRET_KEY=KEY,
     WS_MAX_CONNECTIONS_PER_CLIENT="5",
     WEB_THREADS="32",
+    WS_PING_INTERVAL_SECONDS="3",  # a socket dropped without a close is noticed in seconds
 )
 
 
