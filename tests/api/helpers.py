@@ -1,3 +1,9 @@
+import json
+import logging
+
+from shared import logs
+
+
 def make_session(client, **fields):
     body = {"title": "Implement user authentication", **fields}
     response = client.post("/api/v1/sessions", json=body)
@@ -38,3 +44,17 @@ def make_task(client, session_id, **fields):
 
 def act(client, task_id, action, body=None):
     return client.post(f"/api/v1/tasks/{task_id}/{action}", json=body or {})
+
+
+REQUEST_LOG = "orchestrator_api.requests"
+
+
+def request_log_reader(caplog):
+    """The request log's lines (as JSON objects) captured so far, read when called."""
+    caplog.set_level(logging.INFO, logger=REQUEST_LOG)
+    formatter = logs.JsonFormatter()
+
+    def read() -> list[dict]:
+        return [json.loads(formatter.format(r)) for r in caplog.records if r.name == REQUEST_LOG]
+
+    return read

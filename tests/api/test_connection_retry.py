@@ -8,8 +8,6 @@ transaction mode hides a server connection ended between transactions)."""
 
 from __future__ import annotations
 
-import json
-import logging
 import random
 from contextlib import contextmanager
 
@@ -17,8 +15,7 @@ import pytest
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.pool import NullPool
 
-from shared import logs
-from tests.api.helpers import assert_error
+from tests.api.helpers import assert_error, request_log_reader
 
 REQUEST_LOG = "orchestrator_api.requests"
 
@@ -90,13 +87,7 @@ def end_backends(settings, database):
 
 @pytest.fixture
 def request_lines(caplog):
-    caplog.set_level(logging.INFO, logger=REQUEST_LOG)
-    formatter = logs.JsonFormatter()
-
-    def read() -> list[dict]:
-        return [json.loads(formatter.format(r)) for r in caplog.records if r.name == REQUEST_LOG]
-
-    return read
+    return request_log_reader(caplog)
 
 
 def count(database, table: str) -> int:

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 
 from shared import logs
-from tests.api.helpers import make_session
+from tests.api.helpers import make_session, request_log_reader
 
 LOGGER = "orchestrator_api.requests"
 
 
 @pytest.fixture
 def request_lines(caplog):
-    caplog.set_level(logging.INFO, logger=LOGGER)
-    formatter = logs.JsonFormatter()
-
-    def read() -> list[dict]:
-        return [json.loads(formatter.format(r)) for r in caplog.records if r.name == LOGGER]
-
-    return read
+    return request_log_reader(caplog)
 
 
 def test_a_request_logs_one_line_with_its_fields(client, request_lines):
