@@ -206,7 +206,7 @@ def test_a_working_day_fits_in_the_rate_budget(defaults, browser):
     statuses: list[int] = []
     page.on("response", lambda r: statuses.append(r.status) if "/api/v1/" in r.url else None)
     traffic = Traffic(crowd, busy["id"], agents)
-    dwell = 30  # seconds on each view
+    dwell = 20  # seconds on each view
     try:
         page.goto(f"{defaults}/dashboard")
         expect(page.locator("#connection")).to_have_text("Live")
@@ -238,7 +238,7 @@ def test_a_working_day_fits_in_the_rate_budget(defaults, browser):
         context.close()
 
     assert not traffic.errors, traffic.errors[:3]
-    assert traffic.made["tasks"] >= 50 and traffic.made["completed"] >= 20, traffic.made
+    assert traffic.made["tasks"] >= 35 and traffic.made["completed"] >= 20, traffic.made
     during = [t for t, _, _ in sent if t >= started]
     per_minute = len(during) / (elapsed / 60)
     busiest = max(sum(1 for u in during if t <= u < t + 60) for t in during) if during else 0
