@@ -175,9 +175,9 @@ def _serve(
     `route`: the session or agent id every wanted event names (the hub finds the socket
     by it); `answer`: what the stream does with a JSON message from its client."""
     events_hub = hub()
-    # Everything published after the handshake has a larger id than what the hub has
-    # already fanned out; what is fanned out before the subscription below is read back.
-    connected_at = events_hub.last_seq
+    # What the hub fanned out after the handshake but before the subscription below is
+    # read back by the resume (_note_where_the_stream_was).
+    connected_at = g.get("ws_connected_at", events_hub.last_seq)
     subscription = events_hub.subscribe(wants, route=route)
     try:
         writer = _take_over_socket(ws)
@@ -458,7 +458,15 @@ def system(ws):
         events_hub.unsubscribe(subscription)
 
 
+def _note_where_the_stream_was() -> None:
+    """Before the upgrade: the newest id the hub had fanned out. Everything after it goes
+    to this client, live or read back by the resume, however long the route takes to
+    subscribe after the 101 (a client may act as soon as it has the 101)."""
+    g.ws_connected_at = hub().last_seq
+
+
 blp.before_request(ws_access.check_handshake)
+blp.before_request(_note_where_the_stream_was)
 blp.teardown_request(ws_access.release_lease)
 
 
