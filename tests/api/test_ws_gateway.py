@@ -90,24 +90,27 @@ def test_the_gateway_has_its_own_cap_and_shares_the_per_client_cap(settings, dat
     """GATEWAY_MAX_CONNECTIONS, not WS_MAX_CONNECTIONS_PER_PROCESS, bounds the gateway
     (503 beyond); a client's sockets on `web` and the gateway count together (429)."""
     empty_tables(database)
+    # A client is its address in development: one of its own, since leases of 127.0.0.1
+    # held by a process another test killed count for up to a minute.
+    me = "127.0.0.77"
     env = {"WS_MAX_CONNECTIONS_PER_PROCESS": "1", "WS_MAX_CONNECTIONS_PER_CLIENT": "3"}
     with web_and_gateway(settings, GATEWAY_MAX_CONNECTIONS="3", **env) as (web, gateway, _):
-        on_web = upgrade(web)  # web's own cap: 1
+        on_web = upgrade(web, source=me)  # web's own cap: 1
         assert on_web[0] == 101
-        on_gateway = [upgrade(gateway) for _ in range(2)]  # more than web's cap
+        on_gateway = [upgrade(gateway, source=me) for _ in range(2)]  # more than web's cap
         assert [status for status, _, _ in on_gateway] == [101, 101]
-        status, body, _ = upgrade(gateway)  # the client holds 3: its cap, wherever they are
+        status, body, _ = upgrade(gateway, source=me)  # it holds 3: its cap, wherever they are
         assert (status, body["error"]["code"]) == (429, "RATE_LIMITED")
         on_web[2].close()  # web sees it go and gives its lease back
 
         def third_accepted():
-            status, _, sock = upgrade(gateway)
+            status, _, sock = upgrade(gateway, source=me)
             if status == 101:
                 on_gateway.append((status, {}, sock))
             return status == 101
 
         wait_for(third_accepted, timeout=10, interval=0.2)
-        status, body, _ = upgrade(gateway)  # the gateway holds its 3
+        status, body, _ = upgrade(gateway, source=me)  # the gateway holds its 3
         assert (status, body["error"]["code"]) == (503, "SERVICE_UNAVAILABLE")
         assert "3 WebSocket connections" in body["error"]["message"]
         for _, _, sock in on_gateway:
