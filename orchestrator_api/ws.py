@@ -28,7 +28,7 @@ from sqlalchemy import select
 from orchestrator_api import ws_access
 from orchestrator_api.schemas.agents import AgentSchema, HeartbeatSchema
 from orchestrator_api.ws_hub import Hub, hub
-from orchestrator_api.ws_sockets import Filter, SocketWriter, Subscription
+from orchestrator_api.ws_sockets import Filter, SocketWriter, Subscription, cooperative
 from shared import pools, relay
 from shared.errors import AgentNotFound
 from shared.models import Agent, WorkSession
@@ -202,6 +202,9 @@ def _take_over_socket(ws) -> SocketWriter:
         raise ConnectionClosed(ws.close_reason, ws.close_message) from None
     ws.sock = writer
     _drop_the_handshake(ws)
+    pinger = hub().pinger
+    if pinger is not None:
+        pinger.watch(ws, writer)
     return writer
 
 
@@ -472,6 +475,8 @@ blp.teardown_request(ws_access.release_lease)
 
 def register(app) -> None:
     # Ping frames find dead peers and clients that stopped reading: no pong, closed (1008).
+    # Under gevent the hub's Pinger sends them (orchestrator_api/ws_sockets.py).
     ping_interval = app.extensions["orchestrator"].settings.ws_ping_interval_seconds
-    app.config.setdefault("SOCK_SERVER_OPTIONS", {"ping_interval": ping_interval})
+    options = {} if cooperative() else {"ping_interval": ping_interval}
+    app.config.setdefault("SOCK_SERVER_OPTIONS", options)
     app.register_blueprint(blp)

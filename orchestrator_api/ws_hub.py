@@ -27,7 +27,7 @@ from flask import current_app
 from sqlalchemy import func, select
 from wsproto.frame_protocol import FrameProtocol
 
-from orchestrator_api.ws_sockets import Filter, Subscription
+from orchestrator_api.ws_sockets import Filter, Pinger, Subscription, cooperative
 from shared import events, notify, relay
 from shared.metrics import WEBSOCKET_CONNECTIONS
 from shared.models import Agent, Task, WorkSession
@@ -79,6 +79,10 @@ class Hub:
         self.health: dict | None = None
         self.stopped = threading.Event()
         self.closing = threading.Event()  # set on shutdown: sockets close with 1001
+        # Under gevent the sockets are pinged from here (in threads: by simple-websocket).
+        self.pinger = (
+            Pinger(ext.settings.ws_ping_interval_seconds, self.stopped) if cooperative() else None
+        )
         notify.listener(notify.listen_url(ext.settings)).subscribe(
             notify.PUBLISHED_CHANNEL, self._published
         )
