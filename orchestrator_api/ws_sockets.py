@@ -78,14 +78,23 @@ class SocketWriter:
             # costs an eighth of a fan-out to ten thousand sockets).
             raw.settimeout(None)
             self.sender = raw._sock
-            self.reads_wait = True
+            self.reads_wait = self.lockless = True
             self.lock = contextlib.nullcontext()
         else:
             raw.setblocking(False)
             self.sender = raw
-            self.reads_wait = False
+            self.reads_wait = self.lockless = False
 
     def send(self, data: bytes, *, event: bool = False) -> int:
+        if (
+            event
+            and self.lockless
+            and not (self.pending or self.closed or self.overflowed or self.broken)
+            and len(data) <= BUFFER_BYTES
+        ):  # the hub's fan-out under gevent, nothing waiting: most writes, the short way
+            if self._send_at_once(data) and self.wake is not None:
+                self.wake()
+            return len(data)
         with self.lock:
             if self.closed or not data:
                 return len(data)
