@@ -6,13 +6,14 @@ fan-out wrote to many sockets it lets events gather for a moment, so each socket
 batch in one write (at a thousand sockets, the work is the writes; the moment grows with
 the time a fan-out took, so a busy gateway writes bigger batches instead of falling
 behind); a fan-out to a few sockets (an agent's own stream) is followed by none, so an
-event waits for nothing. The sockets of one session or agent are found by the ids an
-event names, not by asking every socket. Ids are gapless: a gap in the stream (an XADD
-lost to a crash or a Redis restart) is filled from PostgreSQL. The relays NOTIFY the
-newest id they numbered (shared/notify.py), so an idle hub asks PostgreSQL only when the
-stream missed something, or every HUB_SAFETY_POLL_SECONDS; while Redis is down it reads
-PostgreSQL when notified. A second thread computes `system.health` while `/ws/system`
-sockets are open.
+event waits for nothing. A long fan-out reads the stream as it goes, so the sockets it
+has yet to write get what came meanwhile (LATE_EVENTS_EVERY). The sockets of one session
+or agent are found by the ids an event names, not by asking every socket. Ids are
+gapless: a gap in the stream (an XADD lost to a crash or a Redis restart) is filled from
+PostgreSQL. The relays NOTIFY the newest id they numbered (shared/notify.py), so an idle
+hub asks PostgreSQL only when the stream missed something, or every
+HUB_SAFETY_POLL_SECONDS; while Redis is down it reads PostgreSQL when notified. A second
+thread computes `system.health` while `/ws/system` sockets are open.
 """
 
 from __future__ import annotations
@@ -36,13 +37,18 @@ log = logging.getLogger(__name__)
 
 # After a fan-out that wrote to more than GATHER_ABOVE_WRITES sockets, events that arrive
 # within this long after it ended go to each socket in one write; when a fan-out took
-# longer, they gather that long (at most the second bound), so that fanning out takes at
-# most half of the process however many sockets there are (ten thousand sockets cost ten
-# thousand writes a batch, however few events it holds). After a smaller fan-out, only
-# as long as it took.
+# longer, they gather for GATHER_SHARE of its length (at most the second bound), so that
+# fanning out takes about two thirds of the process however many sockets there are (ten
+# thousand sockets cost ten thousand writes a batch, however few events it holds; the
+# writes are the system calls themselves). After a smaller fan-out, none.
 FAN_OUT_INTERVAL_SECONDS = 0.025
+GATHER_SHARE = 0.5
 MAX_GATHER_SECONDS = 0.25
 GATHER_ABOVE_WRITES = 50
+# A fan-out to many sockets reads the stream again (without waiting) after each this
+# many sockets: what came meanwhile goes to the sockets it has yet to write, so no event
+# waits for a whole fan-out to end before its own begins.
+LATE_EVENTS_EVERY = 1000
 # An idle hub (Redis up, no notification of an id it has not seen) reads PostgreSQL this
 # often all the same; while Redis is down, at least this often.
 HUB_SAFETY_POLL_SECONDS = 30.0
@@ -152,8 +158,10 @@ class Hub:
     def _dispatch(self, message: dict, raw: str | None = None) -> None:
         self.batch.append((message, int(message["id"]), raw or json.dumps(message)))
 
-    def _fan_out(self) -> None:
-        """Write the batch read since the last time: one write per socket that wants any."""
+    def _fan_out(self, pick_up_late: bool = False) -> None:
+        """Write the batch read since the last time: one write per socket that wants any.
+        `pick_up_late`: events that reach the stream meanwhile go to the sockets not yet
+        written as well (see LATE_EVENTS_EVERY); the others get them next time."""
         batch, self.batch = self.batch, []
         began = self.fanned_out_at = time.monotonic()
         if not batch or not self.subscriptions:
@@ -184,16 +192,40 @@ class Hub:
             sharing.setdefault(subscription.wants, []).append(subscription)
         for wants, subscriptions in sharing.items():
             frames = [(seq, frame) for message, seq, frame in framed if wants(message)]
-            if not frames:
-                continue
-            data = b"".join(frame for _, frame in frames)
-            for subscription in subscriptions:
-                subscription.deliver(frames, data)
-            written += len(subscriptions)
+            joined: dict[int, tuple[bytes, int]] = {}
+            for count, subscription in enumerate(subscriptions, 1):
+                if pick_up_late and count % LATE_EVENTS_EVERY == 0:
+                    late = self._read_late()
+                    if late:
+                        framed += late
+                        frames += [(seq, frame) for message, seq, frame in late if wants(message)]
+                        joined = {}
+                if frames:
+                    subscription.deliver(frames, joined)
+                    written += 1
         self.fanned_out_at = time.monotonic()
         took = self.fanned_out_at - began
         at_least = FAN_OUT_INTERVAL_SECONDS if written > GATHER_ABOVE_WRITES else 0.0
-        self.gather_seconds = min(max(at_least, took), MAX_GATHER_SECONDS)
+        self.gather_seconds = min(max(at_least, took * GATHER_SHARE), MAX_GATHER_SECONDS)
+
+    def _read_late(self) -> list[tuple[dict, int, bytes]]:
+        """The events that reached the stream during a fan-out, read without waiting and
+        framed; they are in the next batch too. A gap is left to `_read_stream`."""
+        try:
+            response = self.redis.xread({relay.STREAM_KEY: f"{self.last_seq}-0"}, count=1000)
+        except redis_lib.RedisError:
+            return []
+        late = []
+        for stream_id, fields in response[0][1] if response else ():
+            seq = int(stream_id.split(b"-")[0])
+            if seq != self.last_seq + 1:
+                break
+            raw = fields[b"m"].decode()
+            message = json.loads(raw)
+            self._dispatch(message, raw)
+            self.last_seq = seq
+            late.append((message, seq, self.framing.send_data(raw, fin=True)))
+        return late
 
     def _catch_up(self, before: int | None = None) -> None:
         """Deliver from PostgreSQL what the stream did not carry: up to `before` (a gap,
@@ -222,7 +254,9 @@ class Hub:
                 self.stopped.wait(wait)
             try:
                 response = self.redis.xread(
-                    {relay.STREAM_KEY: f"{self.last_seq}-0"}, block=1000, count=1000
+                    {relay.STREAM_KEY: f"{self.last_seq}-0"},
+                    block=None if self.batch else 1000,  # a late event is still to go
+                    count=1000,
                 )
             except redis_lib.RedisError as exc:
                 log.warning("event stream unavailable (%s); reading from the database", exc)
@@ -245,7 +279,7 @@ class Hub:
                         raw = fields[b"m"].decode()
                         self._dispatch(json.loads(raw), raw)
                         self.last_seq = seq
-                self._fan_out()
+                self._fan_out(pick_up_late=True)
             except Exception:
                 log.exception("event fan-out failed; retrying")
                 self.batch = []

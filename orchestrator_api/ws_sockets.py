@@ -270,14 +270,14 @@ class Pinger:
 
 class Subscription:
     """One socket's share of the stream. Until the socket has been sent what it missed
-    (a resume), its events are held; then they go to its writer, skipping ids the resume
-    already covered."""
+    (a resume), its events are held; then they go to its writer, each id once:
+    `sent_upto` is the newest id it was sent (by the resume, then by the hub)."""
 
     def __init__(self, wants: Filter, *, route: str | None = None) -> None:
         self.wants = wants
         self.route = route  # the id the hub finds it by (None: it sees every event)
         self.writer: SocketWriter | None = None
-        self.floor = 0  # ids up to here were sent by the resume
+        self.sent_upto = 0
         self.held: list[tuple[int, bytes]] = []
         self.held_bytes = 0
         self.lock = threading.Lock()
@@ -288,19 +288,30 @@ class Subscription:
             self.writer is not None and self.writer.overflowed
         )
 
-    def deliver(self, frames: list[tuple[int, bytes]], data: bytes | None = None) -> None:
+    def deliver(
+        self,
+        frames: list[tuple[int, bytes]],
+        joined: dict[int, tuple[bytes, int]] | None = None,
+    ) -> None:
         """Frames of wanted events, oldest first, with their ids (0: not a stream event);
-        `data`: the frames joined, when the caller has them (shared by many sockets)."""
+        those up to `sent_upto` are skipped. `joined`: for the sockets that get the same
+        frames, what each `sent_upto` gets (the bytes and the newest id), filled as it goes."""
         if self.writer is None:
             with self.lock:
                 if self.writer is None:
                     self.held += frames
                     self.held_bytes += sum(len(frame) for _, frame in frames)
                     return
-        if data is not None and frames[0][0] > self.floor:  # none was sent by the resume
-            self.writer.send(data, event=True)
-        else:
+        if joined is None:
             self._write(frames)
+            return
+        after = self.sent_upto
+        share = joined.get(after)
+        if share is None:
+            share = joined[after] = _after(frames, after)
+        self.sent_upto = max(after, share[1])
+        if share[0]:
+            self.writer.send(share[0], event=True)
 
     def wake(self) -> None:
         """Wake the socket's own thread (the hub is shutting down)."""
@@ -309,14 +320,21 @@ class Subscription:
             writer.wake()
 
     def go_live(self, writer: SocketWriter, floor: int) -> None:
+        """`floor`: the newest id the resume sent."""
         with self.lock:
-            self.floor = floor
+            self.sent_upto = floor
             self._write(self.held, writer)
             self.held, self.held_bytes = [], 0
             self.writer = writer
 
     def _write(self, frames: list[tuple[int, bytes]], writer: SocketWriter | None = None) -> None:
-        floor = self.floor
-        data = b"".join(frame for seq, frame in frames if seq == 0 or seq > floor)
+        data, newest = _after(frames, self.sent_upto)
+        self.sent_upto = max(self.sent_upto, newest)
         if data:
             (writer or self.writer).send(data, event=True)
+
+
+def _after(frames: list[tuple[int, bytes]], sent_upto: int) -> tuple[bytes, int]:
+    """The frames past `sent_upto` (and those of no id), joined, and the newest id."""
+    data = b"".join(frame for seq, frame in frames if seq == 0 or seq > sent_upto)
+    return data, max((seq for seq, _ in frames), default=0)

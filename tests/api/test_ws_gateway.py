@@ -205,3 +205,83 @@ def test_a_failure_after_the_upgrade_closes_with_1011_not_an_http_answer(
             engine.dispose()
     assert closed.reason == 1011
     assert "reconnect" in closed.message
+
+
+FAN_OUT_SOCKETS = 2500  # more than the hub's LATE_EVENTS_EVERY: fan-outs read as they go
+FAN_OUT_SOURCE = "127.0.0.10"
+FAN_OUT_EVENTS = 40
+
+
+def test_every_socket_gets_every_event_once_in_order_while_fan_outs_overlap_events(
+    settings, database
+):
+    """2,500 sockets on /ws/sessions while sessions are created as fast as one client
+    can: events keep coming during each fan-out, which gives them to the sockets it has
+    yet to write, and the next one to the rest. Every socket gets every event once, in
+    order (orchestrator_api/ws_hub.py, LATE_EVENTS_EVERY)."""
+    empty_tables(database)
+    env = {"WS_MAX_CONNECTIONS_PER_CLIENT": str(FAN_OUT_SOCKETS + 10)}
+    with web_and_gateway(settings, **env) as (web, gateway, _):
+        sockets = []
+        try:
+            for _ in range(FAN_OUT_SOCKETS):
+                status, _, sock = upgrade(gateway, "/ws/sessions", source=FAN_OUT_SOURCE)
+                assert status == 101
+                sock.setblocking(False)
+                sockets.append(sock)
+            time.sleep(1)  # the last ones subscribed
+            with requests.Session() as http:
+                for number in range(FAN_OUT_EVENTS):
+                    answer = http.post(
+                        f"{web}/api/v1/sessions", json={"title": f"s{number}"}, timeout=10
+                    )
+                    assert answer.status_code == 201
+            received = read_event_ids(sockets, FAN_OUT_EVENTS, timeout=60)
+        finally:
+            for sock in sockets:
+                sock.close()
+    first = received[0]
+    assert len(first) == FAN_OUT_EVENTS and first == sorted(first)
+    assert all(ids == first for ids in received), "some socket missed, repeated or reordered"
+
+
+def read_event_ids(sockets: list[socket.socket], count: int, timeout: float) -> list[list[int]]:
+    """The ids of the text frames each socket receives, until each has `count` of them."""
+    import selectors
+
+    selector = selectors.DefaultSelector()
+    buffers = {sock: b"" for sock in sockets}
+    ids: dict[socket.socket, list[int]] = {sock: [] for sock in sockets}
+    for sock in sockets:
+        selector.register(sock, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    waiting = set(sockets)
+    while waiting and time.monotonic() < deadline:
+        for key, _ in selector.select(timeout=1):
+            sock = key.fileobj
+            chunk = sock.recv(1 << 20)
+            assert chunk, "a socket was closed"
+            buffers[sock] += chunk
+            buffers[sock] = take_frames(buffers[sock], ids[sock])
+            if len(ids[sock]) >= count:
+                waiting.discard(sock)
+    selector.close()
+    assert not waiting, f"{len(waiting)} sockets still short of {count} events"
+    return [ids[sock] for sock in sockets]
+
+
+def take_frames(data: bytes, ids: list[int]) -> bytes:
+    """Parse whole server frames (unmasked) off `data`: text frames' event ids go to `ids`;
+    returns what is left of an unfinished frame."""
+    while len(data) >= 2:
+        length, start = data[1] & 0x7F, 2
+        if length == 126:
+            length, start = int.from_bytes(data[2:4], "big"), 4
+        elif length == 127:
+            length, start = int.from_bytes(data[2:10], "big"), 10
+        if len(data) < start + length:
+            break
+        if data[0] & 0x0F == 0x1:  # text: an event
+            ids.append(int(json.loads(data[start : start + length])["id"]))
+        data = data[start + length :]
+    return data

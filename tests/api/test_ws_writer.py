@@ -225,3 +225,30 @@ def test_the_socket_is_woken_when_bytes_start_waiting_and_on_overflow(pair, monk
         received += client.recv(65536)
         writer.flush()
     assert received == chunk * 2  # in order, whole, the part sent at once included
+
+
+def test_sockets_sharing_frames_get_each_event_once_whatever_they_were_sent_before(pair):
+    """A long fan-out gives the sockets it has yet to write an event that came meanwhile;
+    the next fan-out carries that event again for the sockets written before it came: one
+    that already has it skips it, the others get it, each in order."""
+    server, client = pair
+    other_server, other_client = socket.socketpair()
+    try:
+        early, late = ws.Subscription(lambda m: True), ws.Subscription(lambda m: True)
+        early.go_live(ws.SocketWriter(server, send_timeout=10), floor=0)
+        late.go_live(ws.SocketWriter(other_server, send_timeout=10), floor=0)
+        joined: dict = {}
+        early.deliver([(1, b"[1]")], joined)  # written before event 2 came
+        late.deliver([(1, b"[1]"), (2, b"[2]")], {})  # after: it gets 2 at once
+        joined = {}
+        for subscription in (early, late):  # the next batch: 2 again, and 3
+            subscription.deliver([(2, b"[2]"), (3, b"[3]")], joined)
+        assert read_all(client, 9) == b"[1][2][3]"
+        assert read_all(other_client, 9) == b"[1][2][3]"
+        other_client.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            other_client.recv(100)  # nothing twice
+        assert len(joined) == 2  # one join per starting point, not per socket
+    finally:
+        other_server.close()
+        other_client.close()
