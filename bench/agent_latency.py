@@ -1,12 +1,15 @@
 """The latency an agent sees: from sending `POST /api/v1/tasks` until `task.assigned`
 arrives on the holder's `/ws/agents/{id}`, on the client's clock (issue 19).
 
-A real stack on a database of its own: the Procfile's `web` (gunicorn, its defaults:
-the outbox relay and the hub run in it) and `worker` (prefork, concurrency 2), no beat,
-development mode. A RUNNING session and 50 agents with room for 20 tasks each, each with
-a WebSocket open on its own stream; 500 tasks are created at 50 a second over one
-keep-alive connection. Each socket is read by a thread of its own that notes when each
-`task.assigned` arrives; a task's latency is that time minus the time its POST was sent.
+A real stack on a database of its own, as `make run` starts it: the Procfile's `web`
+(gunicorn, its defaults: the outbox relay runs in it), `gateway` (the streams, as a load
+balancer routes /ws/ to it: docs/OPERATIONS.md) and `worker` (prefork, concurrency 2), no
+beat, development mode. A RUNNING session and 50 agents with room for 20 tasks each, each
+with a WebSocket open on its own stream (on the gateway; BENCH_AGENT_STREAMS=web: on
+`web`, as a stack without a gateway serves them); 500 tasks are created at 50 a second
+over one keep-alive connection. The sockets are read in a process of their own (one
+asyncio loop), which notes when each `task.assigned` arrives; a task's latency is that
+time minus the time its POST was sent.
 
 Floors, measured in the same run and interleaved with the tasks (5 rounds of 100 each),
 each 500 times at 50 a second: a bare Celery round trip on the same broker and worker
@@ -16,20 +19,24 @@ stream hop (XADD of a timestamp to a blocked XREAD). Goal: p95 <= 30 ms.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import multiprocessing
+import os
 import threading
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import redis as redis_lib
 import requests
-from simple_websocket import ConnectionClosed
 
+from bench import ws_client
 from bench.common import Result, benchmark_database, paced, percentiles
 from bench.dispatch import floor_trips
+from bench.gateway import gateway_server
 from bench.stack import celery_worker, web_server
 from orchestrator_api.job_sender import make_job_sender
-from orchestrator_client.ws_client import Client
 
 REDIS_DB = 7
 TASKS = 500
@@ -41,31 +48,45 @@ CAPACITY = 20
 GOAL_P95_MS = 30.0
 ARRIVAL_TIMEOUT_SECONDS = 10
 FLOOR_STREAM = "bench:agent_latency:floor"
+STREAMS = os.environ.get("BENCH_AGENT_STREAMS", "gateway")  # or "web"
 WALL_SENT: dict[str, tuple[float, float]] = {}  # task id -> (perf_counter, time.time)
 
 
-class AgentSocket:
-    """An agent's `/ws/agents/{id}`, read by its own thread: when each task.assigned came."""
+class AgentClient(ws_client.Client):
+    """One agent's `/ws/agents/{id}` in the readers' process: when each task.assigned came,
+    on `time.perf_counter` (CLOCK_MONOTONIC: one clock for the machine's processes)."""
 
-    def __init__(self, base_url: str, agent_id: str) -> None:
-        self.client = Client.connect(base_url.replace("http", "ws") + f"/ws/agents/{agent_id}")
-        self.assigned_at: dict[str, float] = {}
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
+    assigned_at: dict[str, float] = {}  # task id -> arrival, for the process's clients
 
-    def _read(self) -> None:
-        try:
-            while True:
-                raw = self.client.receive()
-                arrived = time.perf_counter()
-                message = json.loads(raw)
-                if message.get("type") == "task.assigned":
-                    self.assigned_at[message["payload"]["task_id"]] = arrived
-        except (ConnectionClosed, OSError, ValueError):
-            return
+    def _message(self, payload: bytes, now: float) -> None:
+        arrived = time.perf_counter()
+        if b'"task.assigned"' in payload:
+            message = json.loads(payload)
+            if message.get("type") == "task.assigned":
+                self.assigned_at.setdefault(message["payload"]["task_id"], arrived)
 
-    def close(self) -> None:
-        self.client.close()
+
+def read_agent_sockets(host: str, port: int, agent_ids: list[str], pipe) -> None:
+    """The body of the readers' process: every agent's socket, one asyncio loop (as each
+    agent would read its own, not threads sharing a GIL with the benchmark's sender). Sends
+    "connected", takes the ids of the tasks sent, and sends back when each arrived."""
+    asyncio.run(_read_agent_sockets(host, port, agent_ids, pipe))
+
+
+async def _read_agent_sockets(host: str, port: int, agent_ids: list[str], pipe) -> None:
+    loop = asyncio.get_running_loop()
+    clients = [AgentClient(f"{host}:{port}", f"/ws/agents/{agent}") for agent in agent_ids]
+    for client in clients:
+        await loop.create_connection(lambda client=client: client, host, port)
+        await asyncio.wait_for(client.opened, ws_client.HANDSHAKE_SECONDS)
+    pipe.send("connected")
+    expected = await loop.run_in_executor(None, pipe.recv)
+    deadline = time.monotonic() + ARRIVAL_TIMEOUT_SECONDS
+    while time.monotonic() < deadline and not expected <= AgentClient.assigned_at.keys():
+        await asyncio.sleep(0.05)
+    for client in clients:
+        client.close()
+    pipe.send(dict(AgentClient.assigned_at))
 
 
 def run() -> list[Result]:
@@ -73,12 +94,25 @@ def run() -> list[Result]:
         benchmark_database("agent_latency", REDIS_DB) as settings,
         # one client (no tokens in development mode) holds all the agents' sockets
         web_server(settings, WS_MAX_CONNECTIONS_PER_CLIENT=str(AGENTS)) as server,
+        gateway_server(settings, WS_MAX_CONNECTIONS_PER_CLIENT=str(AGENTS)) as gateway,
         celery_worker(settings, include="bench.floor_job") as _worker,  # dispatch's floor
         requests.Session() as http,
     ):
-        print(f"  web {server.label}, worker prefork 2, no beat; {AGENTS} agents x {CAPACITY}")
+        streams_url = gateway.url if STREAMS == "gateway" else server.url
+        print(
+            f"  web {server.label}, streams on {STREAMS}, worker prefork 2, no beat; "
+            f"{AGENTS} agents x {CAPACITY}"
+        )
         session_id, agent_ids = prepare(http, server.url)
-        sockets = [AgentSocket(server.url, agent_id) for agent_id in agent_ids]
+        spawn = multiprocessing.get_context("spawn")
+        readers, child = spawn.Pipe()
+        reading = spawn.Process(
+            target=read_agent_sockets,
+            args=("127.0.0.1", urlsplit(streams_url).port, agent_ids, child),
+            daemon=True,
+        )
+        reading.start()
+        assert readers.recv() == "connected"
         send = make_job_sender(settings)
         redis = redis_lib.Redis.from_url(settings.redis_url)
         try:
@@ -92,11 +126,12 @@ def run() -> list[Result]:
                 celery_ms += floor_trips(send, redis, TASKS // ROUNDS)
                 redis_ms += stream_hops(settings.redis_url, TASKS // ROUNDS)
                 sent_at.update(create_tasks(http, server.url, session_id, TASKS // ROUNDS))
-            arrived = wait_for_arrivals(sockets, sent_at)
+            readers.send(set(sent_at))
+            arrived = readers.recv()
             print_stages(settings.sqlalchemy_url, arrived)
         finally:
-            for agent_socket in sockets:
-                agent_socket.close()
+            reading.join(timeout=5)
+            reading.kill()
             send.client.close()
             redis.close()
 
@@ -114,7 +149,8 @@ def run() -> list[Result]:
     print(f"  floor: Redis stream hop p50 {r50:.2f} ms, p95 {r95:.2f} ms, p99 {r99:.2f} ms")
     return [
         Result(
-            benchmark=f"agent latency (web {server.label}, worker 2, {AGENTS} agent sockets)",
+            benchmark=f"agent latency (web {server.label}, worker 2, {AGENTS} agent sockets "
+            f"on {STREAMS})",
             measured=f"POST -> task.assigned on /ws/agents/{{id}} p50 {p50:.1f} ms, "
             f"p95 {p95:.1f} ms, p99 {p99:.1f} ms ({TASKS} tasks at {RATE}/s)",
             floor=f"Celery round trip p50 {c50:.1f} / p95 {c95:.1f} ms; Redis XADD->XREAD "
@@ -225,15 +261,3 @@ def print_stages(url: str, arrived: dict[str, float]) -> None:
         if values:
             p50, p95 = percentiles(values, 50, 95)
             print(f"  stage {name:<9} p50 {p50:6.1f} ms, p95 {p95:6.1f} ms")
-
-
-def wait_for_arrivals(sockets: list[AgentSocket], sent_at: dict[str, float]) -> dict[str, float]:
-    """Each task's arrival on some agent's socket (once all came, or after the timeout)."""
-    deadline = time.monotonic() + ARRIVAL_TIMEOUT_SECONDS
-    while True:
-        arrived: dict[str, float] = {}
-        for agent_socket in sockets:
-            arrived.update(agent_socket.assigned_at)
-        if all(task in arrived for task in sent_at) or time.monotonic() > deadline:
-            return arrived
-        time.sleep(0.1)
