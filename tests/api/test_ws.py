@@ -277,6 +277,39 @@ def test_a_peer_that_never_answers_pings_is_closed(live):
     assert time.monotonic() - began < 3 * PING_INTERVAL_SECONDS + 2
 
 
+def test_a_peer_that_answers_pings_stays_connected(live):
+    """Pings come every interval and a peer that answers each (a masked pong) is never
+    closed for them: after more than two intervals it still gets the next event."""
+    port = int(live.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as peer:
+        peer.sendall(
+            b"GET /ws/sessions HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        peer.settimeout(0.5)
+        received, pings = b"", 0
+        deadline = time.monotonic() + 2.5 * PING_INTERVAL_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                chunk = peer.recv(65536)
+            except TimeoutError:
+                continue
+            assert chunk, "closed while answering pings"
+            received += chunk
+            while b"\x89\x00" in received:  # a ping without payload: answer it
+                received = received.replace(b"\x89\x00", b"", 1)
+                pings += 1
+                peer.sendall(b"\x8a\x80" + b"\x00\x00\x00\x00")
+        post(live, "/api/v1/sessions", {"title": "after the pings"})
+        peer.settimeout(10)
+        while b"session.created" not in received:
+            chunk = peer.recv(65536)
+            assert chunk, "closed while answering pings"
+            received += chunk
+    assert pings >= 2
+
+
 def test_client_messages_are_answered_not_fatal(live):
     stream = Stream(live, "/ws/sessions")
     stream.client.send("ping")
