@@ -204,7 +204,7 @@ def _take_over_socket(ws) -> SocketWriter:
     _drop_the_handshake(ws)
     pinger = hub().pinger
     if pinger is not None:
-        pinger.watch(ws, writer)
+        pinger.watch(ws)
     return writer
 
 

@@ -13,6 +13,7 @@ import select as io_select
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 
@@ -237,24 +238,28 @@ class Pinger:
     greenlet, and closes with 1008 a socket whose client did not answer the last ping (in
     threads, simple-websocket's reader does this per socket). simple-websocket's own
     pings cost each idle socket a timer and a selector's set-up and teardown per ping,
-    most of an idle gateway's CPU at ten thousand sockets; here a ping is one write."""
+    most of an idle gateway's CPU at ten thousand sockets; here a ping is one write.
+    It holds its sockets weakly: a connection that ended is freed at once, not when its
+    next ping falls due (clients that reconnect in a loop would pile up)."""
 
     def __init__(self, interval: float, stopped: threading.Event) -> None:
         self.interval = interval
         self.stopped = stopped
-        self.due: deque[tuple[float, object, SocketWriter]] = deque()  # oldest first
+        self.due: deque[tuple[float, weakref.ref]] = deque()  # oldest first
         threading.Thread(target=self._run, name="ws-pinger", daemon=True).start()
 
-    def watch(self, ws, writer: SocketWriter) -> None:
-        """`ws`: simple-websocket's Server, whose reader records the pongs."""
-        self.due.append((time.monotonic() + self.interval, ws, writer))
+    def watch(self, ws) -> None:
+        """`ws`: simple-websocket's Server once its socket is a SocketWriter (`ws.sock`);
+        its reader records the pongs."""
+        self.due.append((time.monotonic() + self.interval, weakref.ref(ws)))
 
     def _run(self) -> None:
         while not self.stopped.is_set():
             now = time.monotonic()
             while self.due and self.due[0][0] <= now:
-                _, ws, writer = self.due.popleft()
-                if not ws.connected or writer.broken or writer.closed:
+                _, held = self.due.popleft()
+                ws = held()
+                if ws is None or not ws.connected or ws.sock.broken or ws.sock.closed:
                     continue  # gone: forgotten
                 if not ws.pong_received:
                     with contextlib.suppress(Exception):
@@ -262,8 +267,9 @@ class Pinger:
                     ws.event.set()  # the socket's thread sees it closed and ends
                     continue
                 ws.pong_received = False
-                writer.send(PING_FRAME)
-                self.due.append((now + self.interval, ws, writer))
+                ws.sock.send(PING_FRAME)
+                self.due.append((now + self.interval, held))
+            ws = None  # no reference to the last socket while sleeping
             wait = self.due[0][0] - now if self.due else self.interval
             self.stopped.wait(max(wait, PING_ROUND_SECONDS))
 

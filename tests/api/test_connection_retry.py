@@ -17,8 +17,6 @@ from sqlalchemy.pool import NullPool
 
 from tests.api.helpers import assert_error, request_log_reader
 
-REQUEST_LOG = "orchestrator_api.requests"
-
 
 @pytest.fixture(scope="module")
 def app(settings, database):

@@ -7,9 +7,7 @@ import json
 import pytest
 
 from shared import logs
-from tests.api.helpers import make_session, request_log_reader
-
-LOGGER = "orchestrator_api.requests"
+from tests.api.helpers import REQUEST_LOG, make_session, request_log_reader
 
 
 @pytest.fixture
@@ -29,7 +27,7 @@ def test_a_request_logs_one_line_with_its_fields(client, request_lines):
     assert line["route"] == "/api/v1/sessions"
     assert line["status"] == 201
     assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
-    assert line["level"] == "INFO" and line["logger"] == LOGGER
+    assert line["level"] == "INFO" and line["logger"] == REQUEST_LOG
 
 
 def test_the_route_is_the_url_rule_and_the_status_is_the_final_one(client, request_lines):

@@ -252,3 +252,54 @@ def test_sockets_sharing_frames_get_each_event_once_whatever_they_were_sent_befo
     finally:
         other_server.close()
         other_client.close()
+
+
+def upgraded(sock: socket.socket):
+    """simple-websocket's Server on `sock`, as flask-sock makes it, its socket then taken
+    over by a SocketWriter (orchestrator_api/ws.py)."""
+    import simple_websocket
+
+    environ = {
+        "werkzeug.socket": sock,
+        "HTTP_HOST": "x",
+        "HTTP_CONNECTION": "Upgrade",
+        "HTTP_UPGRADE": "websocket",
+        "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
+        "HTTP_SEC_WEBSOCKET_VERSION": "13",
+    }
+    server = simple_websocket.Server(environ)
+    server.sock = ws.SocketWriter(sock, send_timeout=10)
+    return server
+
+
+def test_the_pinger_pings_closes_the_silent_and_forgets_ended_connections(pair):
+    """Every interval a ping; a client that never answers is closed with 1008; and a
+    connection that ended is not kept alive until its next ping falls due."""
+    import gc
+    import weakref
+
+    server_sock, client = pair
+    stopped = threading.Event()
+    pinger = ws.Pinger(0.3, stopped)
+    try:
+        silent = upgraded(server_sock)
+        pinger.watch(silent)
+        client.settimeout(5)
+        received = b""
+        while b"\x88" not in received:  # the handshake answer, a ping, then the close
+            received += client.recv(65536)
+        assert b"\x89\x00" in received
+        close = received[received.index(b"\x88") :]
+        assert int.from_bytes(close[2:4], "big") == 1008
+
+        other_server, other_client = socket.socketpair()
+        gone = upgraded(other_server)
+        pinger.watch(gone)
+        other_client.close()  # the client goes: simple-websocket's reader ends
+        gone.thread.join(5)
+        held = weakref.ref(gone)
+        del gone
+        gc.collect()
+        assert held() is None, "the pinger still holds an ended connection"
+    finally:
+        stopped.set()
